@@ -1,0 +1,48 @@
+"""``python -m experiments [<study> [args...]]``: lists the studies, or runs one."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+# name -> (module, one-line description). A module that does not exist yet is not listed.
+STUDIES: dict[str, tuple[str, str]] = {
+    "collapse": ("experiments.collapse",
+                 "the flagship study: sparsify a VAE-SAE from 500 to 50 units; MIG vs dead units"),
+    "revival": ("experiments.revival", "continue collapse runs at k=50 and count revived units"),
+    "train": ("experiments.train", "train one model (hybrid VAE-SAE or dense VAE) and log it"),
+    "sae": ("experiments.sae", "train a standalone SAE on activation vectors (synthetic by default)"),
+    "show-data": ("experiments.show_data", "draw factor sweeps of a dataset as a PNG"),
+    "bench": ("experiments.bench", "throughput benchmarks, one JSON object per line"),
+}
+
+
+def available() -> dict[str, tuple[str, str]]:
+    return {name: spec for name, spec in STUDIES.items()
+            if importlib.util.find_spec(spec[0]) is not None}
+
+
+def usage() -> str:
+    rows = [f"  {name:<10} {desc}" for name, (_, desc) in available().items()]
+    return ("usage: python -m experiments <study> [--help] [args...]\n\nstudies:\n"
+            + "\n".join(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "list"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    studies = available()
+    if name not in studies:
+        print(f"error: unknown study {name!r}; expected one of: {', '.join(studies)}",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(studies[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Test session set-up: four simulated CPU devices, set before JAX initialises.
+
+Every sharded code path is exercised on a laptop CPU this way. Tests that need a
+single device build a one-device mesh (``jax.devices()[:1]``) or run a subprocess
+with ``JAX_NUM_CPU_DEVICES=1``.
+"""
+
+import os
+import zlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["JAX_NUM_CPU_DEVICES"] = "4"
+
+import jax  # noqa: E402  (must come after the environment is set)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 4)
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh numpy Generator per test, seeded from the test's name (reproducible, not constant)."""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    return np.random.default_rng(seed)
