@@ -1,0 +1,5 @@
+"""Sparse ops: exact, approximate and Pallas Top-k, and the sparse decoder of a Top-k code."""
+
+from sparsejax.ops.topk import AUTO_IMPL, IMPLS, order_key, resolve_impl, topk, topk_values_indices
+
+__all__ = ["AUTO_IMPL", "IMPLS", "order_key", "resolve_impl", "topk", "topk_values_indices"]

@@ -1,0 +1,176 @@
+"""sparsejax.ops.topk against lax.top_k (the oracle) and a numpy reference of the contract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from sparsejax import ops
+from sparsejax.ops import topk, topk_values_indices
+
+IMPLS = ["lax", "approx"]  # pallas joins when its kernel lands
+
+
+def np_topk(x, k):
+    """Numpy reference: the k largest by IEEE total order, ties to the lower index."""
+    x = np.asarray(x, np.float32)
+    flat = x.reshape(-1, x.shape[-1])
+    key = np.asarray(ops.order_key(jnp.asarray(flat)))
+    out = np.zeros_like(flat)
+    k = min(k, flat.shape[-1])
+    for r in range(flat.shape[0]):
+        order = np.argsort(-key[r].astype(np.int64), kind="stable")[:k]
+        out[r, order] = flat[r, order]
+    return out.reshape(x.shape)
+
+
+def lax_dense(x, k):
+    v, i = lax.top_k(x, k)
+    return jnp.zeros_like(x).at[..., :].set(0).at[
+        tuple(jnp.indices(i.shape)[:-1]) + (i,)].set(v)
+
+
+SHAPES = [((1, 1), 1), ((3, 7), 3), ((5, 64), 8), ((2, 3, 100), 10), ((16, 500), 50),
+          ((8, 1000), 1), ((4, 257), 256), ((9, 130), 130)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape,k", SHAPES)
+def test_matches_lax_top_k(impl, shape, k, rng):
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    y = topk(x, k, impl=impl)
+    np.testing.assert_array_equal(y, lax_dense(x, k))
+    v, i = topk_values_indices(x, k, impl=impl)
+    v_ref, i_ref = lax.top_k(x, k)
+    np.testing.assert_array_equal(v, v_ref)
+    np.testing.assert_array_equal(i, i_ref)  # no ties in continuous draws
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradients_match_lax(impl, rng):
+    x = jnp.asarray(rng.standard_normal((6, 40)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((6, 40)), jnp.float32)
+    w5 = jnp.asarray(rng.standard_normal((6, 5)), jnp.float32)
+    g = jax.grad(lambda x: jnp.sum(w * topk(x, 5, impl=impl)))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(w * lax_dense(x, 5)))(x)
+    np.testing.assert_array_equal(g, g_ref)
+    g = jax.grad(lambda x: jnp.sum(w5 * topk_values_indices(x, 5, impl=impl)[0]))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(w5 * lax.top_k(x, 5)[0]))(x)
+    np.testing.assert_array_equal(g, g_ref)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_ties_keep_lower_index(impl):
+    x = jnp.array([[1.0, 2.0, 2.0, 2.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    y = topk(x, 2, impl=impl)
+    np.testing.assert_array_equal(y, [[0, 2, 2, 0, 0, 0], [0] * 6])
+    v, i = topk_values_indices(x, 3, impl=impl)
+    np.testing.assert_array_equal(i, [[1, 2, 3], [0, 1, 2]])
+    # gradient goes to the chosen tie members only
+    g = jax.grad(lambda x: topk(x, 2, impl=impl).sum())(x)
+    np.testing.assert_array_equal(g, [[0, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+
+
+def test_special_values_approx():
+    """approx agrees on +-inf; its NaN and signed-zero order is unspecified (documented)."""
+    inf = jnp.inf
+    x = jnp.array([[1.0, -inf, 3.0, inf, -2.0, -inf]])
+    for k in range(7):
+        np.testing.assert_array_equal(topk(x, k, impl="approx"), np_topk(x, k))
+
+
+@pytest.mark.parametrize("impl", ["lax"])
+def test_special_values(impl):
+    nan, inf = jnp.nan, jnp.inf
+    x = jnp.array([[1.0, nan, 3.0, -nan, inf, -0.0, 0.0, -inf]])
+    ref_v, ref_i = lax.top_k(x, 8)
+    v, i = topk_values_indices(x, 8, impl=impl)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(np.signbit(v), np.signbit(ref_v))
+    # +NaN ranks first and propagates; -NaN ranks last; -inf only kept when k reaches it
+    y = topk(x, 2, impl=impl)
+    assert np.isnan(y[0, 1]) and y[0, 4] == inf and np.sum(y != 0) == 2
+    y = topk(x, 7, impl=impl)
+    assert y[0, 7] == -inf and y[0, 3] == 0
+    np.testing.assert_array_equal(np.signbit(topk(x, 6, impl=impl)), np.signbit(np_topk(x, 6)))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_k_zero_full_and_longer_than_row(impl, rng):
+    x = jnp.asarray(rng.standard_normal((3, 10)), jnp.float32)
+    np.testing.assert_array_equal(topk(x, 0, impl=impl), jnp.zeros_like(x))
+    np.testing.assert_array_equal(topk(x, 10, impl=impl), x)
+    np.testing.assert_array_equal(topk(x, 25, impl=impl), x)  # k clipped to the row length
+    v, i = topk_values_indices(x, 25, impl=impl)
+    assert v.shape == (3, 10)
+    np.testing.assert_array_equal(v, lax.top_k(x, 10)[0])
+    assert topk_values_indices(x, 0, impl=impl)[0].shape == (3, 0)
+    g = jax.grad(lambda x: topk(x, 10, impl=impl).sum())(x)
+    np.testing.assert_array_equal(g, jnp.ones_like(x))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_traced_k_does_not_recompile(impl, rng):
+    x = jnp.asarray(rng.standard_normal((4, 50)), jnp.float32)
+    traces = []
+
+    @jax.jit
+    def f(x, k):
+        traces.append(1)
+        return topk(x, k, impl=impl, k_max=20), topk_values_indices(x, k, impl=impl, k_max=20)
+
+    for k in [0, 1, 7, 20, 35]:  # 35 > k_max: clipped to 20 at run time
+        y, (v, i) = f(x, jnp.int32(k))
+        kk = min(k, 20)
+        np.testing.assert_array_equal(y, np_topk(x, kk))
+        assert v.shape == (4, 20)
+        np.testing.assert_array_equal(v[:, :kk], lax.top_k(x, 20)[0][:, :kk])
+        np.testing.assert_array_equal(v[:, kk:], 0)
+        np.testing.assert_array_equal(i, lax.top_k(x, 20)[1])
+    assert len(traces) == 1
+    # default bound for a traced k is the row length
+    y = jax.jit(lambda x, k: topk(x, k, impl=impl))(x, jnp.int32(49))
+    np.testing.assert_array_equal(y, np_topk(x, 49))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_vmap_with_per_example_k(impl, rng):
+    x = jnp.asarray(rng.standard_normal((3, 5, 33)), jnp.float32)
+    ks = jnp.array([1, 4, 9], jnp.int32)
+    y = jax.vmap(lambda x, k: topk(x, k, impl=impl, k_max=9))(x, ks)
+    for b in range(3):
+        np.testing.assert_array_equal(y[b], np_topk(x[b], int(ks[b])))
+    g = jax.vmap(jax.grad(lambda x: topk(x, 4, impl=impl).sum()))(x)
+    np.testing.assert_array_equal(g, np_topk(x, 4) != 0)
+
+
+def test_bfloat16_rows(rng):
+    x = jnp.asarray(rng.standard_normal((4, 300)), jnp.bfloat16)
+    for impl in IMPLS:
+        y = topk(x, 17, impl=impl)
+        assert y.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(y, np.float32), np_topk(x.astype(jnp.float32), 17))
+
+
+def test_bad_input_errors():
+    x = jnp.ones((2, 5))
+    with pytest.raises(ValueError, match="impl='fast'"):
+        topk(x, 2, impl="fast")
+    with pytest.raises(ValueError, match="k=-1"):
+        topk(x, -1)
+    with pytest.raises(ValueError, match="k=4 exceeds its static bound k_max=3"):
+        topk(x, 4, k_max=3)
+    with pytest.raises(TypeError, match="floating-point"):
+        topk(jnp.ones((2, 5), jnp.int32), 2)
+    with pytest.raises(TypeError, match="integer scalar"):
+        topk(x, 2.5)
+    with pytest.raises(ValueError, match="ndim >= 1"):
+        topk(jnp.float32(1.0), 1)
+
+
+def test_auto_resolves_and_says_which(caplog):
+    impl = ops.resolve_impl("auto")
+    assert impl == ops.AUTO_IMPL[jax.default_backend()]
+    assert ops.resolve_impl("auto", backend="tpu") == "pallas"
+    assert ops.resolve_impl("lax") == "lax"
