@@ -11,8 +11,8 @@ Contract (every ``impl`` gives the same answer; ``lax`` is the oracle):
   ``[0, k_max]``. A concrete k outside ``[0, k_max]`` is an error.
 * Rows shorter than k. k is clipped to N: ``topk(x, k)`` with ``k >= N`` returns ``x``.
 * k = 0 returns zeros; in ``topk_values_indices`` slots at or beyond the runtime k hold
-  value 0 (they still carry the index lax.top_k would give, so a decoder may read them
-  safely: a zero value contributes nothing).
+  value 0 and a valid index distinct from the others in the row (which one is
+  implementation-defined), so a decoder may read them safely: a zero contributes nothing.
 * Order. Values are ranked by the IEEE-754 total order, as ``lax.top_k`` ranks them:
   ``-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf < +NaN``. Ties keep the lower index.
   Consequences, documented rather than an error (an error would need a host sync):
@@ -215,17 +215,29 @@ def _first_true_indices(mask_BxN, m):
 # ----------------------------------------------------------------------------- custom VJPs
 
 
+def _topk_dense_fwd(x_BxN, k, k_max, impl):
+    """Forward pass and its residual: the keep mask, or for pallas the per-row threshold."""
+    if impl == "pallas" and k_max > 0:
+        from sparsejax.ops import pallas_topk
+
+        y_BxN, t_B, j_B = pallas_topk.topk_threshold(x_BxN, k)
+        return y_BxN, (x_BxN, t_B, j_B)  # O(B) residual beside x, which the caller holds
+    keep_BxN = _keep(x_BxN, k, k_max, impl)
+    return jnp.where(keep_BxN, x_BxN, 0), (keep_BxN,)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _topk_dense(x_BxN, k, k_max, impl):
-    return jnp.where(_keep(x_BxN, k, k_max, impl), x_BxN, 0)
+    return _topk_dense_fwd(x_BxN, k, k_max, impl)[0]
 
 
-def _topk_dense_fwd(x_BxN, k, k_max, impl):
-    keep_BxN = _keep(x_BxN, k, k_max, impl)
-    return jnp.where(keep_BxN, x_BxN, 0), keep_BxN
+def _topk_dense_bwd(k_max, impl, res, g_BxN):
+    if len(res) == 3:
+        from sparsejax.ops import pallas_topk
 
-
-def _topk_dense_bwd(k_max, impl, keep_BxN, g_BxN):
+        keep_BxN = pallas_topk.keep_from_threshold(*res)
+    else:
+        (keep_BxN,) = res
     return jnp.where(keep_BxN, g_BxN, 0), None
 
 
