@@ -1,0 +1,82 @@
+"""sparse_decode against the dense decode of the scattered code, values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sparsejax.ops import dense_decode, sparse_decode, topk_values_indices
+
+
+def np_dense_code(v, i, n):
+    code = np.zeros((v.shape[0], n), np.float64)
+    for b in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            if 0 <= i[b, j] < n:
+                code[b, i[b, j]] += v[b, j]
+    return code
+
+
+def loss_of(decode, g):
+    return lambda v, W, bias, i: jnp.sum(g * decode(v, i, W, bias))
+
+
+@pytest.mark.parametrize("b,k,n,d", [(1, 1, 1, 1), (7, 5, 40, 9), (16, 32, 300, 24),
+                                     (4, 80, 100, 8)])  # k > 64: the fori_loop path
+def test_equals_dense_decode_with_grads(b, k, n, d, rng):
+    v = rng.standard_normal((b, k)).astype(np.float32)
+    i = rng.integers(0, n, size=(b, k)).astype(np.int32)  # duplicates included
+    W = rng.standard_normal((n, d)).astype(np.float32)
+    bias = rng.standard_normal(d).astype(np.float32)
+    g = rng.standard_normal((b, d)).astype(np.float32)
+    y = sparse_decode(jnp.asarray(v), jnp.asarray(i), jnp.asarray(W), jnp.asarray(bias))
+    code = np_dense_code(v, i, n)
+    np.testing.assert_allclose(y, code @ W + bias, rtol=1e-5, atol=1e-5)
+    # gradients: d/dv = (g W^T) at i; d/dW = code^T g; d/db = sum g
+    gv, gW, gb = jax.grad(loss_of(sparse_decode, g), argnums=(0, 1, 2))(v, W, bias, i)
+    np.testing.assert_allclose(gv, (g @ W.T)[np.arange(b)[:, None], i], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gW, code.T @ g, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gb, g.sum(0), rtol=1e-5, atol=1e-5)
+    # and the jnp dense reference agrees under autodiff
+    ref = jax.grad(loss_of(dense_decode, g), argnums=(0, 1, 2))(v, W, bias, i)
+    for a, r in zip((gv, gW, gb), ref):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5)
+
+
+def test_out_of_range_indices_contribute_nothing(rng):
+    W = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)
+    v = jnp.array([[1.0, 2.0, 3.0]])
+    i = jnp.array([[6, -1, 2]])
+    bias = jnp.zeros(3)
+    np.testing.assert_allclose(sparse_decode(v, i, W, bias), 3 * W[2:3], rtol=1e-6)
+    gW = jax.grad(lambda W: sparse_decode(v, i, W, bias).sum())(W)
+    np.testing.assert_allclose(gW, np.zeros((6, 3)) + (np.arange(6) == 2)[:, None] * 3.0)
+
+
+def test_with_topk_code_under_jit_and_vmap(rng):
+    pre = jnp.asarray(rng.standard_normal((3, 8, 50)), jnp.float32)
+    W = jnp.asarray(rng.standard_normal((50, 6)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(6), jnp.float32)
+
+    def sparse(pre, W):
+        v, i = topk_values_indices(pre, 4, impl="lax")
+        return jnp.sum(sparse_decode(v, i, W, bias) ** 2)
+
+    def dense(pre, W):
+        v, i = topk_values_indices(pre, 4, impl="lax")
+        return jnp.sum(dense_decode(v, i, W, bias) ** 2)
+
+    f = jax.jit(jax.vmap(jax.value_and_grad(sparse, argnums=(0, 1)), in_axes=(0, None)))
+    r = jax.vmap(jax.value_and_grad(dense, argnums=(0, 1)), in_axes=(0, None))
+    for a, b in zip(jax.tree.leaves(f(pre, W)), jax.tree.leaves(r(pre, W))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_shapes():
+    W, bias = jnp.ones((5, 3)), jnp.ones(3)
+    with pytest.raises(ValueError, match=r"one shape \[B, k\]"):
+        sparse_decode(jnp.ones((2, 3)), jnp.ones((2, 4), jnp.int32), W, bias)
+    with pytest.raises(TypeError, match="integers"):
+        sparse_decode(jnp.ones((2, 3)), jnp.ones((2, 3)), W, bias)
+    with pytest.raises(ValueError, match=r"b_dec of shape \[d\] = \[3\]"):
+        sparse_decode(jnp.ones((2, 3)), jnp.ones((2, 3), jnp.int32), W, jnp.ones(4))
