@@ -4,45 +4,52 @@ The factor grid is the real dataset's with colour dropped (as disentanglement_li
 ``dsprites_full``): shape 3, scale 6 (0.5 .. 1), orientation 40 (0 .. 2 pi, both ends
 included), x position 32 and y position 32 (0 .. 1), y fastest.
 
-:func:`render` is a pure JAX function (jit-able, vmap-able, no host callbacks) that
-rasterises the sprites the way the original was made: the original was drawn as
-vector shapes with LOVE (Love2D) on a canvas of normalised size 1 and rasterised to
-64x64 without anti-aliasing (deepmind/dsprites-dataset issues #2 and #3), i.e. a pixel
-is on when its centre is inside the shape. We do exactly that with implicit-shape
-tests at the pixel centres, so the output is binary {0, 1} like the original.
+:func:`render` is a pure JAX function (jit-able, vmap-able, no host callbacks). It
+rasterises the way the original was made: vector shapes drawn with LOVE (Love2D) and
+rasterised at 64x64 without anti-aliasing (deepmind/dsprites-dataset issues #2 and #3),
+so a pixel is on when its centre lies inside the shape. We evaluate implicit-shape tests
+at the pixel centres; the output is binary {0, 1} like the original.
 
-Geometry (canvas coordinates in pixels, x to the right, y downwards as in LOVE; pixel
-``(row i, col j)`` has its centre at ``(x, y) = (j + 0.5, i + 0.5)``):
+Geometry (pixels; x to the right, y downwards as in LOVE; pixel ``(row i, col j)`` has
+its centre at ``(x, y) = (j + 0.5, i + 0.5)``):
 
-- position: the sprite's centre is at ``64 * (0.2 + 0.6 * v)`` for a position value
-  ``v`` in [0, 1], on both axes (y = 0 is the top). Steps of 1.24 px, so every one of the
-  32 positions moves the sprite by at least one pixel, and a scale-1 sprite at any
-  orientation stays inside the canvas. ``CENTRE_LO``/``CENTRE_SPAN`` hold these numbers.
-- size: one sprite unit is ``SPRITE_PX = 0.22 * 64 = 14.08`` px at scale 1, so a scale-1
-  square is 14.1 px wide (a fifth to a quarter of the canvas) and a scale-0.5 one 7 px.
-- square: side 1 unit. Ellipse: semi-axes 0.5 x 0.25 units (aspect 2:1, major axis along
-  x at orientation 0). Heart: the implicit heart ``(x^2 + y^2 - 1)^3 - x^2 y^3 <= 0``,
-  point down at orientation 0, scaled to a width of 1 unit and shifted so that its area
-  centroid is the sprite centre.
-- orientation: rotation by the angle about the sprite centre, clockwise on screen
-  (a positive rotation in LOVE's y-down frame).
-
-The centre of every shape is its area centroid, so the centroid of the lit pixels
-tracks the position mapping for all three shapes.
+- position: the sprite centre is at ``16.36 + 31 v`` px on each axis for a position value
+  ``v`` in [0, 1] (y = 0 at the top): exactly 1 px per step, so the 32 positions are exact
+  translates of one another. The centre runs over [16.4, 47.4] (the middle half of the
+  canvas) and a scale-1 sprite at any angle stays inside the canvas.
+- size: one sprite unit is ``SPRITE_PX = 20.5`` px at scale 1. With the shapes below this
+  makes the mean pixel value over the full grid 0.0442; the real dataset's is 0.0425
+  (0.04249, a normalisation constant published in a public repository), which is how we
+  sized the sprites. One scale step grows a square's side by 2.05 px, so every scale step
+  changes the image.
+- square: side 1 unit (20.5 px at scale 1, a third of the canvas).
+- ellipse: semi-axes 0.6 x 0.3 units (aspect 2:1), major axis along x at orientation 0.
+- heart: a square standing on a corner with a half-disc on each of its two upper edges,
+  point down at orientation 0, 1 unit wide; area ``(1 + pi / 4) side^2``.
+- every shape is placed and rotated about its area centroid, so the centroid of the lit
+  pixels tracks the position mapping for all three shapes.
+- orientation: rotation about the centre, clockwise on screen (positive in LOVE's
+  y-down frame).
+- sub-pixel phase: the 0.36 px fraction of the centre offset was picked by a scan. With
+  the centre on a lattice symmetry (phase 0 or 0.5 px), a square at angle a and one at
+  a + 90 deg +- 2.3 deg rasterise to the same pixels; phases in [0.32, 0.39] px give no
+  such coincidence at this size, and 0.36 keeps every axis-aligned edge at least 0.01 px
+  from a pixel centre, so float rounding cannot flip those pixels.
 
 Unknown about the original (its generator is not public): the pixel range of
 positions, the sprite size in pixels, the ellipse aspect, the heart outline, the
-direction of rotation and the heart's upright orientation. The choices above match
-the published images in kind (sprite sizes and placement) but not pixel for pixel.
+direction of rotation and the heart's orientation at angle 0. The choices above match
+the published images in kind (sprite sizes, placement, binary edges), not pixel for pixel.
 
-Symmetries: orientations are ``k * 2 pi / 39``, so index 0 and 39 are the same angle and
-give identical images for every shape. Apart from that, two orientations ``k, m`` give
-the same square (period pi/2) only if ``4 (k - m)`` is a multiple of 39, and the same
-ellipse (period pi) only if ``2 (k - m)`` is; 39 is odd and coprime to 4, so on the
-40-step grid no other pair coincides exactly. The closest non-identical pairs are 2.3
-degrees apart modulo the symmetry for squares (``360 / 39 / 4``) and 4.6 degrees for
-ellipses (``360 / 39 / 2``), which still rasterise differently at these sizes (checked
-over the whole grid; see ``tests/data/test_procedural.py``).
+Symmetries: orientations are ``k * 2 pi / 39``, so index 0 and 39 are the same angle
+(the renderer wraps 39 to exactly 0) and give identical images for every shape. Two
+orientations ``k, m`` are the same square (period pi / 2) only if ``4 (k - m)`` is a
+multiple of 39, and the same ellipse (period pi) only if ``2 (k - m)`` is; 39 is odd and
+coprime to 4, so no other pair coincides on the 40-step grid. The nearest misses are
+2.3 deg apart modulo the symmetry for squares and 4.6 deg for ellipses. At these sizes a
+binary raster need not tell such angles apart (nothing guarantees it for the original
+either), but ours does: over the full grid of 737,280 tuples, the renderer gives
+718,848 distinct images, exactly 737,280 minus the 18,432 pairs (orientation 0, 39).
 """
 
 import math
@@ -68,12 +75,16 @@ VALUES = {"shape": np.arange(3, dtype=np.float64), "scale": SCALES,
           "orientation": ORIENTATIONS, "x_position": POSITIONS, "y_position": POSITIONS}
 
 SIZE = OBSERVATION_SHAPE[0]  # canvas side, px
-SPRITE_PX = 0.22 * SIZE  # one sprite unit at scale 1, px
-CENTRE_LO, CENTRE_SPAN = 0.2 * SIZE, 0.6 * SIZE  # centre_px = CENTRE_LO + CENTRE_SPAN * v
-ELLIPSE_AXES = (0.5, 0.25)  # semi-axes (along x, along y) in sprite units
-# The implicit heart (x^2 + y^2 - 1)^3 <= x^2 y^3 (y up) is 2 * 1.13841 wide and has its
-# area centroid at y = 0.29347 and area 3.66196 (measured numerically; checked in the tests).
-HEART_WIDTH, HEART_CENTROID_Y, HEART_AREA = 2 * 1.13841, 0.29347, 3.66196
+SPRITE_PX = 20.5  # one sprite unit at scale 1, px
+CENTRE_LO, CENTRE_SPAN = 16.36, 31.0  # centre_px = CENTRE_LO + CENTRE_SPAN * v: 1 px steps
+ELLIPSE_AXES = (0.6, 0.3)  # semi-axes (along x, along y) in sprite units
+# Heart: a square standing on a corner with a half-disc on each upper edge (the classic
+# construction), 1 unit wide. Its area and centroid are closed-form.
+HEART_SIDE = 1.0 / (1.0 + 1.0 / math.sqrt(2))  # side of the square, units
+HEART_R, HEART_C = HEART_SIDE / 2, HEART_SIDE / (2 * math.sqrt(2))  # disc radius, centre offset
+HEART_AREA = HEART_SIDE**2 * (1 + math.pi / 4)  # units^2
+# Centroid height above the square's centre: the two half-discs' moment over the area.
+HEART_CY = math.pi * HEART_R**2 * (HEART_C + 4 * HEART_R / (3 * math.pi * math.sqrt(2))) / HEART_AREA
 
 
 def sprite_centre(x_position, y_position):
@@ -86,9 +97,10 @@ def _inside(shape_N, u_NxHxW, v_NxHxW):
     square = jnp.maximum(jnp.abs(u_NxHxW), jnp.abs(v_NxHxW)) <= 0.5
     a, b = ELLIPSE_AXES
     ellipse = (u_NxHxW / a) ** 2 + (v_NxHxW / b) ** 2 <= 1.0
-    hx = u_NxHxW * HEART_WIDTH  # heart frame: y up, origin at the curve's own centre
-    hy = HEART_CENTROID_Y - v_NxHxW * HEART_WIDTH
-    heart = (hx**2 + hy**2 - 1.0) ** 3 <= hx**2 * hy**3
+    hx = jnp.abs(u_NxHxW)  # heart frame: y up, origin at the square's centre; mirror-symmetric
+    hy = HEART_CY - v_NxHxW
+    heart = (hx + jnp.abs(hy) <= HEART_SIDE / math.sqrt(2)) | (
+        (hx - HEART_C) ** 2 + (hy - HEART_C) ** 2 <= HEART_R**2)
     s = shape_N[:, None, None]
     return jnp.where(s == 0, square, jnp.where(s == 1, ellipse, heart))
 
@@ -108,7 +120,9 @@ def render(factors_NxF: jax.Array) -> jax.Array:
                      jnp.asarray(SPACE.sizes, jnp.int32) - 1)
     shape_N, scale_i, orient_i, x_i, y_i = f_NxF.T
     px_N = jnp.asarray(SCALES, jnp.float32)[scale_i] * SPRITE_PX  # sprite unit, px
-    th_N = jnp.asarray(ORIENTATIONS, jnp.float32)[orient_i]
+    # Index 39 is 2 pi: wrap it to exactly 0 so that 0 and 39 rasterise identically (in
+    # float32, sin(2 pi) = 1.7e-7 would flip pixels whose centres lie on an edge).
+    th_N = (2 * np.pi / (SPACE.sizes[2] - 1)) * (orient_i % (SPACE.sizes[2] - 1)).astype(jnp.float32)
     cx_N, cy_N = sprite_centre(jnp.asarray(POSITIONS, jnp.float32)[x_i],
                                jnp.asarray(POSITIONS, jnp.float32)[y_i])
 
@@ -124,11 +138,11 @@ def render(factors_NxF: jax.Array) -> jax.Array:
 
 
 def sprite_area_px(shape: int, scale: float) -> float:
-    """Analytic area of a sprite in px^2 (a reference for tests; heart from its constant)."""
+    """Analytic area of a sprite in px^2 (the reference the rasterised pixel count tracks)."""
     side = scale * SPRITE_PX
     if SHAPES[shape] == "square":
         return side**2
     if SHAPES[shape] == "ellipse":
         return math.pi * ELLIPSE_AXES[0] * ELLIPSE_AXES[1] * side**2
-    return HEART_AREA * (side / HEART_WIDTH) ** 2
+    return HEART_AREA * side**2
 
