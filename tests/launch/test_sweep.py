@@ -1,0 +1,285 @@
+"""The sweep launcher: grid expansion, grouping, sharding, device environments, and a real
+sweep over 4 simulated devices that is killed and resumed and still runs every point once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch.common import LaunchError
+from launch.sweep import (Point, SweepConfig, Task, device_env, dry_run_lines, expand,
+                          group_points, main, parse_grid, parse_shard, plan, task_argv)
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = "tests.launch.fake_study"
+
+
+# --------------------------------------------------------------------------- pure parts
+
+def test_grid_expands_in_order_with_readable_ids():
+    points = expand(parse_grid(["dataset=dsprites,shapes3d", "method=topk,l1", "seed=0,1,2"]))
+    assert len(points) == 12
+    assert points[0].id == "dataset=dsprites,method=topk,seed=0"
+    assert points[1].id == "dataset=dsprites,method=topk,seed=1"
+    assert points[-1].id == "dataset=shapes3d,method=l1,seed=2"
+    assert len({p.id for p in points}) == 12
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("seed", "expected KEY=V1,V2"),
+    ("--seed=1,2", "expected KEY=V1,V2"),
+    ("seed=1,,2", "empty value"),
+    ("seed=1,1", "repeats a value"),
+    ("x;rm=1", "expected KEY=V1,V2"),
+])
+def test_bad_grid_is_refused(spec, message):
+    with pytest.raises(LaunchError, match=message):
+        parse_grid([spec])
+
+
+def test_repeated_key_and_empty_grid_are_refused():
+    with pytest.raises(LaunchError, match="given twice"):
+        parse_grid(["seed=0", "seed=1"])
+    with pytest.raises(LaunchError, match="no --grid"):
+        parse_grid([])
+
+
+def test_odd_values_become_safe_directory_names_and_stay_verbatim_in_argv():
+    evil = "x; rm -rf /"
+    (point,) = expand(parse_grid([f"note={evil}"]))
+    assert "/" not in point.id and " " not in point.id and ";" not in point.id
+    assert point.id.startswith("note=x_rm_-rf~")
+    argv = task_argv(Task((point,)), python="python", module="experiments", study="train",
+                     extra=[], out_dir="OUT/" + point.id, resume=False)
+    assert argv[argv.index("--note") + 1] == evil  # one argv element, never a shell string
+
+
+def test_grouping_puts_seeds_of_one_cell_in_one_process():
+    points = expand(parse_grid(["method=topk,l1", "seed=0,1,2"]))
+    tasks = group_points(points, "seed", 2)
+    assert [t.id for t in tasks] == ["method=topk,seed=0+1", "method=topk,seed=2",
+                                     "method=l1,seed=0+1", "method=l1,seed=2"]
+    argv = task_argv(tasks[0], python="py", module="experiments", study="collapse",
+                     extra=["--preset", "smoke"], out_dir="O/x", resume=True,
+                     group_flag="--seeds")
+    assert argv == ["py", "-m", "experiments", "collapse", "--preset", "smoke", "--method",
+                    "topk", "--seeds", "0,1", "--out", "O/x", "--resume"]
+    assert [t.id for t in group_points(points, "seed", 1)] == [p.id for p in points]
+    assert len(group_points(points, "absent", 3)) == 6
+
+
+def test_grouping_without_a_flag_is_a_clear_error():
+    points = expand(parse_grid(["seed=0,1"]))
+    (task,) = group_points(points, "seed", 2)
+    with pytest.raises(LaunchError, match="--group-flag"):
+        task_argv(task, python="p", module="m", study="s", extra=[], out_dir="o", resume=False)
+
+
+def test_plan_skips_done_points_and_shards_partition_the_tasks():
+    points = expand(parse_grid(["a=x,y,z", "seed=0,1"]))
+    done = {"a=x,seed=0": "a=x,seed=0"}
+    todo, finished = plan(points, done, None, 1)
+    assert finished == 1 and [t.id for t in todo] == [p.id for p in points[1:]]
+    shares = [plan(points, {}, None, 1, (i, 3))[0] for i in range(3)]
+    ids = [t.id for share in shares for t in share]
+    assert sorted(ids) == sorted(p.id for p in points) and len(ids) == len(set(ids))
+    # a grouped task with one point done runs only the other one
+    todo, finished = plan(points, done, "seed", 2)
+    assert finished == 1 and todo[0].id == "a=x,seed=1" and len(todo) == 3
+
+
+def test_parse_shard():
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "1", "a/b", "-1/2"):
+        with pytest.raises(LaunchError, match="bad --shard"):
+            parse_shard(bad)
+
+
+def test_device_env_gives_each_process_one_device_and_its_own_ports():
+    cpu = device_env("cpu", "2", 2)
+    assert cpu["JAX_NUM_CPU_DEVICES"] == "1" and cpu["JAX_PLATFORMS"] == "cpu"
+    gpu = device_env("gpu", "3", 1)
+    assert gpu["CUDA_VISIBLE_DEVICES"] == "3"
+    tpu0, tpu1 = device_env("tpu", "0", 0), device_env("tpu", "1", 1)
+    assert tpu1["TPU_VISIBLE_CHIPS"] == "1"
+    assert tpu1["TPU_CHIPS_PER_PROCESS_BOUNDS"] == "1,1,1" == tpu1["TPU_PROCESS_BOUNDS"]
+    ports = {tpu0["TPU_PROCESS_PORT"], tpu1["TPU_PROCESS_PORT"],
+             tpu0["JAX_COORDINATOR_ADDRESS"].split(":")[1],
+             tpu1["JAX_COORDINATOR_ADDRESS"].split(":")[1]}
+    assert len(ports) == 4
+    with pytest.raises(LaunchError, match="unknown platform"):
+        device_env("quantum", "0", 0)
+
+
+def test_dry_run_prints_exactly_the_commands(tmp_path, capsys):
+    out = tmp_path / "sw"
+    rc = main(["collapse", "--grid", "dataset=dsprites,shapes3d", "--grid", "seed=0,1,2",
+               "--out", str(out), "--platform", "gpu", "--devices", "0,1", "--python", "python",
+               "--dry-run", "--", "--preset", "paper"])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    common = "python -m experiments collapse --preset paper"
+    assert lines == [
+        f"SPARSEJAX_SWEEP_SLOT=0 JAX_COORDINATOR_ADDRESS=127.0.0.1:8477 CUDA_VISIBLE_DEVICES=0 "
+        f"{common} --dataset dsprites --seeds 0,1,2 --out {out}/dataset=dsprites,seed=0+1+2",
+        f"SPARSEJAX_SWEEP_SLOT=1 JAX_COORDINATOR_ADDRESS=127.0.0.1:8479 CUDA_VISIBLE_DEVICES=1 "
+        f"{common} --dataset shapes3d --seeds 0,1,2 --out {out}/dataset=shapes3d,seed=0+1+2",
+    ]
+    assert not out.exists()  # a dry run writes nothing
+    # the study's profile (3 seeds per process) is overridden by --per-process
+    main(["collapse", "--grid", "seed=0,1", "--out", str(out), "--platform", "cpu",
+          "--devices", "2", "--python", "python", "--per-process", "1", "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" --out ")[0].split("collapse ")[1] for line in lines] == ["--seed 0",
+                                                                                  "--seed 1"]
+    assert all("JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=1 " in line for line in lines)
+
+
+def test_grid_key_also_given_after_dashes_is_refused(tmp_path):
+    with pytest.raises(LaunchError, match="both a grid axis and a fixed study argument"):
+        main(["train", "--grid", "seed=0,1", "--out", str(tmp_path), "--platform", "cpu",
+              "--dry-run", "--", "--seed", "3"])
+
+
+# --------------------------------------------------------------------------- real sweeps
+
+def sweep_cmd(out: Path, ledger: Path, *extra: str, steps: int = 16, grid=("a=x,y", "seed=0,1,2,3")):
+    argv = [sys.executable, "-m", "launch.sweep", "fake", "--module", FAKE, "--platform", "cpu",
+            "--devices", "4", "--out", str(out), "--grace", "20"]
+    for g in grid:
+        argv += ["--grid", g]
+    return [*argv, *extra, "--", "--ledger", str(ledger), "--steps", str(steps),
+            "--step-s", "0.05"]
+
+
+def run_sweep(argv, timeout=60):
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def ledger_rows(ledger: Path) -> list[dict]:
+    return [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ckpt_step(task_dir: Path) -> int:
+    try:
+        return json.loads((task_dir / "ckpt.json").read_text())["step"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def check_exactly_once(out: Path, ledger: Path, n_points: int):
+    rows = ledger_rows(ledger)
+    finished = [Path(r["out"]).name for r in rows]
+    assert sorted(finished) == sorted(set(finished)), f"a point finished twice: {finished}"
+    assert len(finished) == n_points
+    for r in rows:
+        assert json.loads((Path(r["out"]) / "results.json").read_text())["pid"] == r["pid"]
+        assert r["num_cpu_devices"] == "1" and r["slot"] in {"0", "1", "2", "3"}
+    # no two tasks overlapping in time shared a device
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if a["slot"] == b["slot"]:
+                assert a["t1"] <= b["t0"] or b["t1"] <= a["t0"], (a["out"], b["out"])
+    assert len(list((out / ".sweep" / "done").glob("*.json"))) == n_points
+    return {Path(r["out"]).name: r for r in rows}
+
+
+def test_killed_study_process_is_resumed_once(tmp_path):
+    out, ledger = tmp_path / "sweep", tmp_path / "ledger.jsonl"
+    proc = subprocess.Popen(sweep_cmd(out, ledger), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    victim = out / "a=x,seed=1"
+    wait_for(lambda: ckpt_step(victim) >= 3, what="the victim to checkpoint")
+    os.kill(json.loads((victim / "pid.json").read_text())["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "FAIL  a=x,seed=1: exit code -9" in err
+    assert "7/8 points done" in err and "run the same command again" in err
+    assert len(ledger_rows(ledger)) == 7
+
+    again = run_sweep(sweep_cmd(out, ledger))
+    assert again.returncode == 0, again.stderr
+    assert "7 already done in this shard, 1 to run" in again.stderr
+    assert "start a=x,seed=1 on cpu:0" in again.stderr and "resuming" in again.stderr
+    rows = check_exactly_once(out, ledger, 8)
+    assert rows["a=x,seed=1"]["resumed_from"] >= 3
+    assert all(r["resumed_from"] == 0 for k, r in rows.items() if k != "a=x,seed=1")
+
+    third = run_sweep(sweep_cmd(out, ledger))
+    assert third.returncode == 0 and "8 already done in this shard, 0 to run" in third.stderr
+    assert len(ledger_rows(ledger)) == 8
+
+
+def test_killed_launcher_stops_its_tasks_and_the_rerun_finishes_them_once(tmp_path):
+    out, ledger = tmp_path / "sweep", tmp_path / "ledger.jsonl"
+    proc = subprocess.Popen(sweep_cmd(out, ledger, steps=30), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "a=x,seed=0"
+    wait_for(lambda: ckpt_step(first) >= 3, what="the first task to checkpoint")
+    proc.kill()  # SIGKILL: no chance to clean up; its tasks get SIGTERM from the kernel
+    proc.wait(timeout=10)
+    pids = [json.loads((out / f"a=x,seed={s}" / "pid.json").read_text())["pid"] for s in range(4)]
+
+    def all_gone():
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                return False
+            except ProcessLookupError:
+                pass
+        return True
+
+    wait_for(all_gone, timeout=20, what="the orphaned tasks to stop")
+    assert not ledger_rows(ledger)
+    again = run_sweep(sweep_cmd(out, ledger, steps=30))
+    assert again.returncode == 0, again.stderr
+    rows = check_exactly_once(out, ledger, 8)
+    assert rows["a=x,seed=0"]["resumed_from"] >= 3
+
+
+def test_grouped_tasks_and_a_second_sweep_on_the_same_out_is_refused(tmp_path):
+    out, ledger = tmp_path / "sweep", tmp_path / "ledger.jsonl"
+    argv = sweep_cmd(out, ledger, "--per-process", "2", "--group-key", "seed",
+                     "--group-flag", "seeds", steps=20)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for(lambda: (out / ".sweep" / "plan.json").exists(), what="the first sweep to start")
+    second = run_sweep(argv)
+    assert second.returncode == 2 and "another sweep is running on" in second.stderr
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    rows = ledger_rows(ledger)
+    assert sorted(r["seeds"] for r in rows) == ["0,1", "0,1", "2,3", "2,3"]
+    assert sorted(Path(r["out"]).name for r in rows) == [
+        "a=x,seed=0+1", "a=x,seed=2+3", "a=y,seed=0+1", "a=y,seed=2+3"]
+    done = {p for f in (out / ".sweep" / "done").glob("*.json")
+            for p in json.loads(f.read_text())["points"]}
+    assert done == {p.id for p in expand(parse_grid(["a=x,y", "seed=0,1,2,3"]))}
+    # per point bookkeeping: regrouping later does not rerun anything
+    again = run_sweep(sweep_cmd(out, ledger))
+    assert again.returncode == 0 and "0 to run" in again.stderr
+
+
+def test_failing_study_is_reported_with_its_log(tmp_path):
+    out = tmp_path / "sweep"
+    r = run_sweep([sys.executable, "-m", "launch.sweep", "fake", "--module", FAKE,
+                   "--platform", "cpu", "--devices", "2", "--out", str(out), "--grid",
+                   "a=x", "--", "--steps", "1"])  # no --ledger: the study refuses to start
+    assert r.returncode == 1
+    assert "FAIL  a=x: exit code 2" in r.stderr
+    assert "the following arguments are required: --ledger" in r.stderr  # the log's tail
