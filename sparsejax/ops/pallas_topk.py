@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
-from sparsejax.ops.topk import order_key
+from sparsejax.ops.topk import keep_from_threshold, order_key
 
 _SIGN = np.int32(-(2**31))  # the sign bit: xor maps unsigned order to signed order
 
@@ -193,14 +193,6 @@ def topk_threshold(x_BxN: jax.Array, k, *, chunk: int | None = None,
         name="topk_threshold",
     )(k_Bx1, x_pad)
     return y[:b, :n], t[:b, 0], j[:b, 0]
-
-
-def keep_from_threshold(x_BxN: jax.Array, t_B: jax.Array, j_B: jax.Array) -> jax.Array:
-    """The bool keep mask ``[B, N]`` that (t, j) from ``topk_threshold`` stand for."""
-    key_BxN = order_key(x_BxN)
-    idx_BxN = lax.broadcasted_iota(jnp.int32, x_BxN.shape, x_BxN.ndim - 1)
-    t_Bx1, j_Bx1 = t_B[..., None], j_B[..., None]
-    return (key_BxN > t_Bx1) | ((key_BxN == t_Bx1) & (idx_BxN < j_Bx1))
 
 
 def topk_keep(x_BxN: jax.Array, k) -> jax.Array:

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 log = logging.getLogger(__name__)
 
@@ -125,53 +126,79 @@ def order_key(x: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- backends
-# Each backend maps (x_BxN, k, k_max) to (values_Bxk, indices_Bxk) with slots >= k zeroed
-# (values_indices), or to the keep mask (dense). B is flattened leading dims.
+# B is the flattened leading dims. A dense top-k is described per row by a threshold key t
+# and a tie cut j: keep = key > t or (key == t and index < j); ties go to lower indices.
+# Everything row-wise is written without cross-row scatters (vmap instead), so that it
+# keeps the batch sharding of x under an explicit mesh.
+
+
+def keep_from_threshold(x_BxN: jax.Array, t_B: jax.Array, j_B: jax.Array) -> jax.Array:
+    """The bool keep mask ``[B, N]`` of (threshold key t ``[B]``, tie cut j ``[B]``)."""
+    key_BxN = order_key(x_BxN)
+    idx_BxN = lax.broadcasted_iota(jnp.int32, x_BxN.shape, x_BxN.ndim - 1)
+    t_Bx1, j_Bx1 = t_B[..., None], j_B[..., None]
+    return (key_BxN > t_Bx1) | ((key_BxN == t_Bx1) & (idx_BxN < j_Bx1))
 
 
 def _slot_mask(k, k_max):
     return jnp.arange(k_max, dtype=jnp.int32) < jnp.clip(k, 0, k_max)
 
 
-def _vi_lax(x_BxN, k, k_max):
-    v_Bxk, i_Bxk = lax.top_k(x_BxN, k_max)
-    return v_Bxk, i_Bxk
+def _vi_lax(x_BxN, k_max):
+    return lax.top_k(x_BxN, k_max)
 
 
-def _vi_approx(x_BxN, k, k_max):
+def _vi_approx(x_BxN, k_max):
     v_Bxk, i_Bxk = lax.approx_max_k(x_BxN, k_max, recall_target=APPROX_RECALL)
     return v_Bxk, i_Bxk.astype(jnp.int32)
 
 
-def _keep_from_indices(i_Bxk, slot_k, n):
-    """Dense bool [B, N] mask with True at the first k (runtime) slots' indices."""
-    b = i_Bxk.shape[0]
-    rows_Bx1 = jnp.arange(b, dtype=jnp.int32)[:, None]
-    return jnp.zeros((b, n), bool).at[rows_Bx1, i_Bxk].set(
-        jnp.broadcast_to(slot_k, i_Bxk.shape), mode="drop", unique_indices=True)
+def _threshold_lax(x_BxN, k, k_max):
+    """(t, j) from lax.top_k: slot k-1 holds the k-th key and, among ties, the last index kept."""
+    v_Bxk, i_Bxk = _vi_lax(x_BxN, k_max)
+    slot = jnp.maximum(k - 1, 0)
+    t_B = order_key(v_Bxk[:, slot])
+    j_B = i_Bxk[:, slot] + 1
+    return jnp.where(k > 0, t_B, jnp.iinfo(jnp.int32).max), jnp.where(k > 0, j_B, 0)
 
 
-def _keep(x_BxN, k, k_max, impl):
-    """The bool keep mask of the top-k of each row (no gradient flows through it)."""
+def _row_scatter(n, fill, i_Bxk, upd_Bxk, add=False):
+    """``out[b, i[b, j]] = upd[b, j]`` (or +=) into ``[B, n]`` filled with ``fill``.
+
+    ``upd`` is ``[B, k]`` or one ``[k]`` row for all. Written per row under vmap so that
+    the batch sharding of i carries over to the result.
+    """
+    def one(i_k, upd_k):
+        ref = jnp.full((n,), fill, upd_k.dtype).at[i_k]
+        return ref.add(upd_k, mode="drop") if add else ref.set(upd_k, mode="drop")
+
+    return jax.vmap(one, in_axes=(0, 0 if upd_Bxk.ndim == 2 else None))(i_Bxk, upd_Bxk)
+
+
+def _dense_fwd(x_BxN, k, k_max, impl):
+    """``(where(keep, x, 0), residual)``; the residual is what the backward pass needs."""
     if k_max == 0:
-        return jnp.zeros(x_BxN.shape, bool)
+        return jnp.zeros_like(x_BxN), (jnp.zeros(x_BxN.shape, bool),)
     if impl == "pallas":
         from sparsejax.ops import pallas_topk
 
-        return pallas_topk.topk_keep(x_BxN, k)
-    vi = _vi_lax if impl == "lax" else _vi_approx
-    _, i_Bxk = vi(x_BxN, k, k_max)
-    return _keep_from_indices(i_Bxk, _slot_mask(k, k_max), x_BxN.shape[-1])
+        y_BxN, t_B, j_B = pallas_topk.topk_threshold(x_BxN, k)
+        return y_BxN, (x_BxN, t_B, j_B)  # O(B) beside x, which the caller holds anyway
+    if impl == "lax":
+        keep_BxN = keep_from_threshold(x_BxN, *_threshold_lax(x_BxN, k, k_max))
+    else:  # approx: its (possibly approximate) indices define the set
+        _, i_Bxk = _vi_approx(x_BxN, k_max)
+        keep_BxN = _row_scatter(x_BxN.shape[1], False, i_Bxk, _slot_mask(k, k_max))
+    return jnp.where(keep_BxN, x_BxN, 0), (keep_BxN,)  # a bool mask: 1 byte per entry
 
 
 def _values_indices(x_BxN, k, k_max, impl):
     if impl == "pallas":
         from sparsejax.ops import pallas_topk
 
-        keep_BxN = pallas_topk.topk_keep(x_BxN, k)
-        return _compact(x_BxN, keep_BxN, k, k_max)
-    vi = _vi_lax if impl == "lax" else _vi_approx
-    v_Bxk, i_Bxk = vi(x_BxN, k, k_max)
+        _, t_B, j_B = pallas_topk.topk_threshold(x_BxN, k)
+        return _compact(x_BxN, keep_from_threshold(x_BxN, t_B, j_B), k, k_max)
+    v_Bxk, i_Bxk = (_vi_lax if impl == "lax" else _vi_approx)(x_BxN, k_max)
     return jnp.where(_slot_mask(k, k_max), v_Bxk, 0), i_Bxk
 
 
@@ -180,26 +207,25 @@ def _compact(x_BxN, keep_BxN, k, k_max):
 
     The kept entries are gathered in index order by a prefix sum (O(N), no sort of the
     row), then the k_max candidates are ordered by value; ties stay in index order, which
-    is lax.top_k's tie rule. Unused slots take the largest dropped entries' indices so
-    that, like lax, every slot names a distinct valid index.
+    is lax.top_k's tie rule. Unused slots (runtime k < k_max) take the first dropped
+    entries' indices, so every slot names a distinct valid index.
     """
-    b, n = x_BxN.shape
-    kept_Bxk_idx = _first_true_indices(keep_BxN, k_max)
-    # Unused slots (runtime k < k_max): fill with distinct indices of dropped entries.
-    drop_Bxk_idx = _first_true_indices(~keep_BxN, k_max)
-    slot_k = _slot_mask(k, k_max)
+    b = x_BxN.shape[0]
+    kept_Bxk = _first_true_indices(keep_BxN, k_max)
+    drop_Bxk = _first_true_indices(~keep_BxN, k_max)
     n_kept_Bx1 = keep_BxN.sum(-1, keepdims=True, dtype=jnp.int32)
     slot_Bxk = jnp.broadcast_to(jnp.arange(k_max, dtype=jnp.int32), (b, k_max))
-    fill_Bxk = jnp.take_along_axis(drop_Bxk_idx, jnp.clip(slot_Bxk - n_kept_Bx1, 0, k_max - 1),
+    used_Bxk = slot_Bxk < n_kept_Bx1
+    fill_Bxk = jnp.take_along_axis(drop_Bxk, jnp.clip(slot_Bxk - n_kept_Bx1, 0, k_max - 1),
                                    axis=-1)
-    i_Bxk = jnp.where(slot_Bxk < n_kept_Bx1, kept_Bxk_idx, fill_Bxk)
+    i_Bxk = jnp.where(used_Bxk, kept_Bxk, fill_Bxk)
     v_Bxk = jnp.take_along_axis(x_BxN, i_Bxk, axis=-1)
-    # Order the kept slots by value (a sort of k_max, not N); dropped fill slots go last.
-    key_Bxk = jnp.where(slot_Bxk < n_kept_Bx1, order_key(v_Bxk), jnp.iinfo(jnp.int32).min)
+    # Order the kept slots by value (a sort of k_max entries, not N); fill slots go last.
+    key_Bxk = jnp.where(used_Bxk, order_key(v_Bxk), jnp.iinfo(jnp.int32).min)
     _, perm_Bxk = lax.top_k(key_Bxk, k_max)
     i_Bxk = jnp.take_along_axis(i_Bxk, perm_Bxk, axis=-1)
     v_Bxk = jnp.take_along_axis(v_Bxk, perm_Bxk, axis=-1)
-    return jnp.where(slot_k, v_Bxk, 0), i_Bxk
+    return jnp.where(_slot_mask(k, k_max), v_Bxk, 0), i_Bxk
 
 
 def _first_true_indices(mask_BxN, m):
@@ -207,41 +233,23 @@ def _first_true_indices(mask_BxN, m):
     b, n = mask_BxN.shape
     pos_BxN = jnp.cumsum(mask_BxN, axis=-1, dtype=jnp.int32) - 1
     pos_BxN = jnp.where(mask_BxN & (pos_BxN < m), pos_BxN, m)  # m: dropped by the scatter
-    rows_Bx1 = jnp.arange(b, dtype=jnp.int32)[:, None]
-    cols_BxN = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-    return jnp.full((b, m), -1, jnp.int32).at[rows_Bx1, pos_BxN].set(cols_BxN, mode="drop")
+    return _row_scatter(m, -1, pos_BxN, jnp.arange(n, dtype=jnp.int32))
 
 
 # ----------------------------------------------------------------------------- custom VJPs
 
 
-def _topk_dense_fwd(x_BxN, k, k_max, impl):
-    """Forward pass and its residual: the keep mask, or for pallas the per-row threshold."""
-    if impl == "pallas" and k_max > 0:
-        from sparsejax.ops import pallas_topk
-
-        y_BxN, t_B, j_B = pallas_topk.topk_threshold(x_BxN, k)
-        return y_BxN, (x_BxN, t_B, j_B)  # O(B) residual beside x, which the caller holds
-    keep_BxN = _keep(x_BxN, k, k_max, impl)
-    return jnp.where(keep_BxN, x_BxN, 0), (keep_BxN,)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _topk_dense(x_BxN, k, k_max, impl):
-    return _topk_dense_fwd(x_BxN, k, k_max, impl)[0]
+    return _dense_fwd(x_BxN, k, k_max, impl)[0]
 
 
 def _topk_dense_bwd(k_max, impl, res, g_BxN):
-    if len(res) == 3:
-        from sparsejax.ops import pallas_topk
-
-        keep_BxN = pallas_topk.keep_from_threshold(*res)
-    else:
-        (keep_BxN,) = res
+    keep_BxN = keep_from_threshold(*res) if len(res) == 3 else res[0]
     return jnp.where(keep_BxN, g_BxN, 0), None
 
 
-_topk_dense.defvjp(_topk_dense_fwd, _topk_dense_bwd)
+_topk_dense.defvjp(_dense_fwd, _topk_dense_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -251,18 +259,14 @@ def _topk_vi(x_BxN, k, k_max, impl):
 
 def _topk_vi_fwd(x_BxN, k, k_max, impl):
     v_Bxk, i_Bxk = _values_indices(x_BxN, k, k_max, impl)
-    # The zeros carry N and the dtype to the backward pass without a static argument.
+    # The empty array carries N and the dtype to the backward pass.
     return (v_Bxk, i_Bxk), (i_Bxk, k, jnp.zeros((0, x_BxN.shape[1]), x_BxN.dtype))
 
 
 def _topk_vi_bwd(k_max, impl, res, g):
     i_Bxk, k, like_0xN = res
     gv_Bxk = jnp.where(_slot_mask(k, k_max), g[0], 0).astype(like_0xN.dtype)
-    b, n = i_Bxk.shape[0], like_0xN.shape[1]
-    rows_Bx1 = jnp.arange(b, dtype=jnp.int32)[:, None]
-    gx_BxN = jnp.zeros((b, n), like_0xN.dtype).at[rows_Bx1, i_Bxk].add(
-        gv_Bxk, unique_indices=True)
-    return gx_BxN, None
+    return _row_scatter(like_0xN.shape[1], 0, i_Bxk, gv_Bxk, add=True), None
 
 
 _topk_vi.defvjp(_topk_vi_fwd, _topk_vi_bwd)
@@ -271,8 +275,36 @@ _topk_vi.defvjp(_topk_vi_fwd, _topk_vi_bwd)
 # ----------------------------------------------------------------------------- public API
 
 
+def _check_unsplit(x):
+    """Refuse a top-k axis sharded over devices (explicit sharding): a per-device top-k
+    there would be silently wrong, and gathering the rows should be a visible choice."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    if spec is not None and x.ndim and len(spec) == x.ndim and spec[-1] is not None:
+        raise ValueError(
+            f"topk: the top-k axis (last) of x {jax.typeof(x)} is sharded over mesh axis "
+            f"{spec[-1]!r}; expected it unsharded. Use sparsejax.ops.topk_latent_sharded "
+            "for rows split over devices, or reshard x to P(..., None).")
+
+
+def _per_device(fn, x_BxN, k):
+    """Run ``fn(x_BxN, k)`` per device via shard_map when rows are sharded explicitly.
+
+    A Pallas kernel has no sharding rule: handed a sharded operand it would be gathered.
+    The top-k axis is unsharded (checked), so the kernel runs on each device's rows as is.
+    """
+    sharding = getattr(jax.typeof(x_BxN), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if spec is None or len(spec) != 2 or spec[0] is None:
+        return fn(x_BxN, k)
+    row_spec = P(spec[0], None)
+    # check_vma=False: pallas_call's outputs carry no varying-axes annotation.
+    return jax.shard_map(fn, mesh=sharding.mesh, in_specs=(row_spec, P()),
+                         out_specs=row_spec, check_vma=False)(x_BxN, k)
+
+
 def _prepare(x, k, impl, k_max):
     n, k_max = _static_bounds(x, k, k_max)
+    _check_unsplit(x)
     impl = resolve_impl(impl)
     whole_row = _is_concrete(k) and k_max == n and int(k) >= n
     k = jnp.clip(jnp.asarray(k, jnp.int32), 0, k_max)
@@ -294,7 +326,9 @@ def topk(x: jax.Array, k: Any, impl: str = "auto", *, k_max: int | None = None) 
     x_BxN, k, k_max, impl, whole_row = _prepare(x, k, impl, k_max)
     if whole_row:
         return x  # k >= N keeps the whole row; identity (and its gradient) is exact
-    return _topk_dense(x_BxN, k, k_max, impl).reshape(x.shape)
+    fn = functools.partial(_topk_dense, k_max=k_max, impl=impl)
+    y_BxN = _per_device(fn, x_BxN, k) if impl == "pallas" else fn(x_BxN, k)
+    return y_BxN.reshape(x.shape)
 
 
 def topk_values_indices(x: jax.Array, k: Any, impl: str = "auto", *,
@@ -310,6 +344,7 @@ def topk_values_indices(x: jax.Array, k: Any, impl: str = "auto", *,
     if k_max == 0:
         empty = x.shape[:-1] + (0,)
         return jnp.zeros(empty, x.dtype), jnp.zeros(empty, jnp.int32)
-    v_Bxk, i_Bxk = _topk_vi(x_BxN, k, k_max, impl)
+    fn = functools.partial(_topk_vi, k_max=k_max, impl=impl)
+    v_Bxk, i_Bxk = _per_device(fn, x_BxN, k) if impl == "pallas" else fn(x_BxN, k)
     out_shape = x.shape[:-1] + (k_max,)
     return v_Bxk.reshape(out_shape), i_Bxk.reshape(out_shape)

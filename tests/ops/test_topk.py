@@ -9,20 +9,9 @@ from jax import lax
 from sparsejax import ops
 from sparsejax.ops import topk, topk_values_indices
 
+from conftest import reference_topk as np_topk
+
 IMPLS = ["lax", "approx", "pallas"]
-
-
-def np_topk(x, k):
-    """Numpy reference: the k largest by IEEE total order, ties to the lower index."""
-    x = np.asarray(x, np.float32)
-    flat = x.reshape(-1, x.shape[-1])
-    key = np.asarray(ops.order_key(jnp.asarray(flat)))
-    out = np.zeros_like(flat)
-    k = min(k, flat.shape[-1])
-    for r in range(flat.shape[0]):
-        order = np.argsort(-key[r].astype(np.int64), kind="stable")[:k]
-        out[r, order] = flat[r, order]
-    return out.reshape(x.shape)
 
 
 def lax_dense(x, k):

@@ -1,0 +1,25 @@
+"""Shared reference for the ops tests."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sparsejax import ops
+
+
+def reference_topk(x, k):
+    """Numpy reference: the k largest by IEEE total order, ties to the lower index."""
+    x = np.asarray(x, np.float32)
+    flat = x.reshape(-1, x.shape[-1])
+    key = np.asarray(ops.order_key(jnp.asarray(flat))).astype(np.int64)
+    out = np.zeros_like(flat)
+    k = min(k, flat.shape[-1])
+    for r in range(flat.shape[0]):
+        order = np.argsort(-key[r], kind="stable")[:k]
+        out[r, order] = flat[r, order]
+    return out.reshape(x.shape)
+
+
+@pytest.fixture
+def np_topk():
+    return reference_topk
