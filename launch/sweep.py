@@ -313,6 +313,22 @@ def plan(points: Sequence[Point], done: Mapping[str, str], group_key: str | None
     return todo, finished
 
 
+def auto_per_process(points: Sequence[Point], group_key: str | None, most: int, devices: int,
+                     shard: tuple[int, int] = (0, 1)) -> int:
+    """The most points per process (up to ``most``) that still leaves no device idle.
+
+    Running S seeds in one program fills a device better than one, but not if it leaves
+    other devices without work: 4 cells x 3 seeds run 3 per process on 4 chips, 2 (and 1)
+    on 8 chips, one per process on 12.
+    """
+    for size in range(most, 1, -1):
+        tasks = [t for i, t in enumerate(group_points(points, group_key, size))
+                 if i % shard[1] == shard[0]]
+        if len(tasks) >= devices:
+            return size
+    return 1
+
+
 def _try_lock(path: Path) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -543,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default=None,
                    help="how many devices (N) or which (0,2,3); default: all found")
     p.add_argument("--per-process", type=int, default=None, metavar="S",
-                   help="points per process along --group-key (default: the study's profile)")
+                   help="points per process along --group-key (default: up to the study's "
+                        "profile, as many as keep every device busy)")
     p.add_argument("--group-key", default=None, help="the grid key grouped per process (e.g. seed)")
     p.add_argument("--group-flag", default=None,
                    help="the study flag taking several values of --group-key (e.g. seeds)")
@@ -562,17 +579,23 @@ def config_from_args(args: argparse.Namespace, extra: list[str]) -> SweepConfig:
     group_flag = args.group_flag or profile.group_flag
     if group_flag and not group_flag.startswith("-"):
         group_flag = f"--{group_flag}"
-    per_process = args.per_process if args.per_process is not None else (
-        profile.per_process if group_flag else 1)
     platform, devices = resolve_devices(args.platform, args.devices)
     grid = parse_grid(args.grid)
+    shard = parse_shard(args.shard)
+    if args.per_process is not None:
+        per_process = args.per_process
+    elif group_flag:
+        per_process = auto_per_process(expand(grid), group_key, profile.per_process,
+                                       len(devices), shard)
+    else:
+        per_process = 1
     for key, _ in grid:
         if any(a == f"--{key}" or a.startswith(f"--{key}=") for a in extra):
             raise LaunchError(f"--{key} is both a grid axis and a fixed study argument after --")
     return SweepConfig(study=args.study, grid=grid, out=Path(args.out), extra=extra,
                        module=args.module, python=args.python, platform=platform,
                        devices=devices, group_key=group_key, group_flag=group_flag,
-                       per_process=per_process, shard=parse_shard(args.shard),
+                       per_process=per_process, shard=shard,
                        retries=args.retries, grace_s=args.grace, port_base=args.port_base)
 
 

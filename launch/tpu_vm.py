@@ -126,6 +126,7 @@ class Job:
     per_process: int | None = None
     bucket: str | None = None
     python: str = ".venv/bin/python"
+    add_out: bool = True                 # False: the study args verbatim (e.g. bench)
 
     @property
     def out(self) -> str:
@@ -146,6 +147,8 @@ class Job:
                 argv += ["--shard", f"{shard[0]}/{shard[1]}"]
             return argv + ["--", *args]
         worker = [self.python, "-m", "launch.worker"] + (["--auto"] if tpu.type.hosts > 1 else [])
+        if not self.add_out:
+            return [*worker, "--", name, *args]
         return [*worker, "--", name, *args, "--out", self.out, *(["--resume"] if resume else [])]
 
 
@@ -487,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mirror results and checkpoints here (survives preemption)")
     p.add_argument("--to", default="runs/tpu", help="local directory for fetched results")
     p.add_argument("--resume", action="store_true", help="run: continue from the checkpoints")
+    p.add_argument("--no-out", action="store_true",
+                   help="run: pass the study args verbatim, without --out (e.g. -- bench)")
     p.add_argument("--keep", action="store_true", help="up: do not delete the VM at the end")
     p.add_argument("--poll", type=float, default=60.0, help="seconds between state checks")
     p.add_argument("--max-failures", type=int, default=3,
@@ -531,7 +536,11 @@ def flow_from_args(args: argparse.Namespace, study: list[str], runner: Runner) -
                           f"{tpu_type.hosts} hosts of {tpu_type.name} checkpoints through all of "
                           "them at once, which needs shared storage for its --out; run a sweep "
                           "(--grid) or use a single-host type (e.g. v5litepod-8, v4-8, v6e-8)")
-    job = Job(tuple(study), run_id, tuple(args.grid), args.per_process, args.bucket)
+    if args.no_out and (args.grid or args.action in ("up", "watch")):
+        raise LaunchError("--no-out is for a one-off `run` (e.g. -- bench); sweeps, up and watch "
+                          "keep their results under --out")
+    job = Job(tuple(study), run_id, tuple(args.grid), args.per_process, args.bucket,
+              add_out=not args.no_out)
     tpu = Tpu(args.name, args.zone, tpu_type, catalog.runtime_version(tpu_type, args.version),
               args.project, args.spot, args.queued, args.gcloud)
     return Flow(tpu, runner, job, args.ref, args.repo, args.to, poll_s=args.poll)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from launch.common import LaunchError
-from launch.sweep import (Point, SweepConfig, Task, device_env, dry_run_lines, expand,
+from launch.sweep import (Task, auto_per_process, device_env, dry_run_lines, expand,
                           group_points, main, parse_grid, parse_shard, plan, task_argv)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +91,16 @@ def test_plan_skips_done_points_and_shards_partition_the_tasks():
     # a grouped task with one point done runs only the other one
     todo, finished = plan(points, done, "seed", 2)
     assert finished == 1 and todo[0].id == "a=x,seed=1" and len(todo) == 3
+
+
+def test_points_per_process_never_leave_a_device_idle():
+    points = expand(parse_grid(["dataset=d,s", "method=t,l", "seed=0,1,2"]))  # 4 cells x 3
+    assert auto_per_process(points, "seed", 3, devices=4) == 3
+    assert auto_per_process(points, "seed", 3, devices=6) == 2
+    assert auto_per_process(points, "seed", 3, devices=8) == 2  # 0+1 and 2: 8 tasks
+    assert auto_per_process(points, "seed", 3, devices=9) == 1
+    assert auto_per_process(points, "seed", 3, devices=2, shard=(0, 2)) == 3
+    assert auto_per_process(points, "seed", 3, devices=4, shard=(1, 2)) == 2
 
 
 def test_parse_shard():

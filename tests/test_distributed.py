@@ -1,0 +1,83 @@
+"""Multi-process training through jax.distributed, on one machine.
+
+Two processes on 127.0.0.1, two CPU devices each, started through the launcher's worker
+(``python -m launch.worker --coordinator ... --num-processes 2 --process-id I``), train the
+same few steps as one process with four devices; parameters and losses must agree.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 240  # generous: three JAX processes share a 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_with(devices: int) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices)}
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def worker(*flags: str, study: list[str], out: Path) -> list[str]:
+    return [sys.executable, "-m", "launch.worker", *flags, "--", *study, "--out", str(out)]
+
+
+def run_single(study, module_flags, out: Path):
+    r = subprocess.run(worker(*module_flags, study=study, out=out), cwd=ROOT, env=env_with(4),
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[launch.worker] process 0/1" in r.stderr
+
+
+def run_two_processes(study, module_flags, out: Path):
+    coordinator = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen(
+        worker("--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i),
+               *module_flags, study=study, out=out),
+        cwd=ROOT, env=env_with(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    results = []
+    try:
+        for p in procs:
+            results.append(p.communicate(timeout=TIMEOUT))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, (_, err)) in enumerate(zip(procs, results)):
+        assert p.returncode == 0, f"process {i}:\n{err[-3000:]}"
+        assert f"[launch.worker] process {i}/2" in err
+
+
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    study, flags = ["toy", "--steps", "3"], ["--module", "tests.launch.toy_study"]
+    run_single(study, flags, tmp_path / "one")
+    run_two_processes(study, flags, tmp_path / "two")
+    one = json.loads((tmp_path / "one" / "losses.json").read_text())
+    two = json.loads((tmp_path / "two" / "losses.json").read_text())
+    assert (one["devices"], one["processes"]) == (4, 1)
+    assert (two["devices"], two["processes"]) == (4, 2)
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    p1, p2 = np.load(tmp_path / "one" / "params.npz"), np.load(tmp_path / "two" / "params.npz")
+    for k in p1.files:
+        np.testing.assert_allclose(p2[k], p1[k], rtol=1e-5, atol=1e-6)
+
+
+def test_worker_refuses_half_a_rendezvous():
+    r = subprocess.run([sys.executable, "-m", "launch.worker", "--num-processes", "2", "--",
+                        "train"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "needs all of --coordinator HOST:PORT, --num-processes N and --process-id I" in r.stderr
