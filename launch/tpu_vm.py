@@ -354,6 +354,7 @@ class WatchPolicy:
     max_failures: int = 3        # failed runs on a healthy VM before giving up (a real bug)
     max_recreations: int = 20    # preemptions survived
     max_unknown: int = 10        # consecutive unreadable states
+    max_create_failures: int = 10  # consecutive failed creations (no capacity, quota)
     delete_when_done: bool = True
 
 
@@ -365,6 +366,7 @@ class WatchState:
     failures: int = 0
     recreations: int = 0
     unknown: int = 0
+    create_failures: int = 0
     log: list[str] = field(default_factory=list)
 
 
@@ -374,7 +376,7 @@ def decide(state: str, ws: WatchState, policy: WatchPolicy) -> str:
     if state in LOST:
         return "give_up" if ws.recreations >= policy.max_recreations else "recreate"
     if state == "NOT_FOUND":
-        return "create"
+        return "give_up" if ws.create_failures >= policy.max_create_failures else "create"
     if state == "READY":
         if ws.last_rc == 0:
             return "finish"
@@ -396,6 +398,8 @@ def give_up_reason(state: str, ws: WatchState) -> str:
                 f"{ws.last_rc}): a bug, not a preemption; see the output above")
     if state in LOST:
         return f"it was lost {ws.recreations} time(s) (--max-recreations)"
+    if state == "NOT_FOUND":
+        return f"creating it failed {ws.create_failures} time(s) in a row (see the errors above)"
     return f"its state could not be read {ws.unknown} time(s) in a row"
 
 
@@ -432,8 +436,14 @@ def watch(flow: Flow, policy: WatchPolicy) -> int:
             if action == "recreate":
                 ws.recreations += 1
                 flow.delete()
-            flow.create()
             ws.setup_done, ws.last_rc = False, None
+            try:
+                flow.create()
+                ws.create_failures = 0
+            except LaunchError as e:  # a stockout or quota: try again after a pause
+                ws.create_failures += 1
+                note(f"watch: {e}")
+                flow.sleep(flow.poll_s)
         elif action == "setup":
             try:
                 flow.setup()

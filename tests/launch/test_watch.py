@@ -8,11 +8,12 @@ from launch import catalog
 from launch.common import Completed, LaunchError
 from launch.tpu_vm import Flow, Job, Tpu, WatchPolicy, WatchState, decide, normalize_state, watch
 
-POLICY = WatchPolicy(max_failures=2, max_recreations=3, max_unknown=2)
+POLICY = WatchPolicy(max_failures=2, max_recreations=3, max_unknown=2, max_create_failures=2)
 
 
 @pytest.mark.parametrize("state, ws, action", [
     ("NOT_FOUND", WatchState(), "create"),
+    ("NOT_FOUND", WatchState(create_failures=2), "give_up"),
     ("CREATING", WatchState(), "wait"),
     ("REPAIRING", WatchState(setup_done=True), "wait"),
     ("READY", WatchState(), "setup"),
@@ -143,3 +144,24 @@ def test_unreadable_state_is_retried_then_reported():
     with pytest.raises(LaunchError, match="could not be read 2 time"):
         watch(make_flow(runner), POLICY)
     assert any("permission denied" in n for n in runner.notes)
+
+
+def test_watch_retries_a_failed_creation():
+    class Stockout(FakeGcloud):
+        creates = 0
+
+        def run(self, argv, *, capture=False, check=True, what=None):
+            if self._verb(argv) == "tpu-vm create":
+                Stockout.creates += 1
+                if Stockout.creates <= 1:
+                    self.calls.append("tpu-vm create->failed")
+                    raise LaunchError("creating the TPU failed with exit code 1: no capacity")
+            return super().run(argv, capture=capture, check=check, what=what)
+
+    runner = Stockout(states=["NOT_FOUND", "NOT_FOUND", "READY", "READY", "READY"], run_codes=[0])
+    assert watch(make_flow(runner), POLICY) == 0
+    assert runner.calls[:4] == ["describe->NOT_FOUND", "tpu-vm create->failed",
+                                "describe->NOT_FOUND", "tpu-vm create"]
+    Stockout.creates = -100  # every creation fails from now on
+    with pytest.raises(LaunchError, match="creating it failed 2 time"):
+        watch(make_flow(Stockout(states=["NOT_FOUND"] * 3, run_codes=[])), POLICY)
