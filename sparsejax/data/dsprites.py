@@ -84,7 +84,8 @@ HEART_SIDE = 1.0 / (1.0 + 1.0 / math.sqrt(2))  # side of the square, units
 HEART_R, HEART_C = HEART_SIDE / 2, HEART_SIDE / (2 * math.sqrt(2))  # disc radius, centre offset
 HEART_AREA = HEART_SIDE**2 * (1 + math.pi / 4)  # units^2
 # Centroid height above the square's centre: the two half-discs' moment over the area.
-HEART_CY = math.pi * HEART_R**2 * (HEART_C + 4 * HEART_R / (3 * math.pi * math.sqrt(2))) / HEART_AREA
+HEART_CY = (math.pi * HEART_R**2 * (HEART_C + 4 * HEART_R / (3 * math.pi * math.sqrt(2)))
+            / HEART_AREA)
 
 
 def sprite_centre(x_position, y_position):
@@ -122,7 +123,8 @@ def render(factors_NxF: jax.Array) -> jax.Array:
     px_N = jnp.asarray(SCALES, jnp.float32)[scale_i] * SPRITE_PX  # sprite unit, px
     # Index 39 is 2 pi: wrap it to exactly 0 so that 0 and 39 rasterise identically (in
     # float32, sin(2 pi) = 1.7e-7 would flip pixels whose centres lie on an edge).
-    th_N = (2 * np.pi / (SPACE.sizes[2] - 1)) * (orient_i % (SPACE.sizes[2] - 1)).astype(jnp.float32)
+    steps = SPACE.sizes[2] - 1
+    th_N = (2 * np.pi / steps) * (orient_i % steps).astype(jnp.float32)
     cx_N, cy_N = sprite_centre(jnp.asarray(POSITIONS, jnp.float32)[x_i],
                                jnp.asarray(POSITIONS, jnp.float32)[y_i])
 
@@ -139,10 +141,10 @@ def render(factors_NxF: jax.Array) -> jax.Array:
 
 def sprite_area_px(shape: int, scale: float) -> float:
     """Analytic area of a sprite in px^2 (the reference the rasterised pixel count tracks)."""
-    side = scale * SPRITE_PX
+    unit = scale * SPRITE_PX  # px per sprite unit
     if SHAPES[shape] == "square":
-        return side**2
+        return unit**2
     if SHAPES[shape] == "ellipse":
-        return math.pi * ELLIPSE_AXES[0] * ELLIPSE_AXES[1] * side**2
-    return HEART_AREA * side**2
+        return math.pi * ELLIPSE_AXES[0] * ELLIPSE_AXES[1] * unit**2
+    return HEART_AREA * unit**2
 

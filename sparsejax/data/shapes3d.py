@@ -116,7 +116,8 @@ def camera_rays(azimuth_deg_N):
     right = _unit(_cross(fwd, (0.0, 1.0, 0.0)))
     up = _cross(right, fwd)
     r = OBSERVATION_SHAPE[0] * SUPERSAMPLE
-    s = ((jnp.arange(r, dtype=jnp.float32) + 0.5) / r * 2.0 - 1.0) * math.tan(math.radians(CAMERA_FOV) / 2)
+    half = math.tan(math.radians(CAMERA_FOV) / 2)
+    s = ((jnp.arange(r, dtype=jnp.float32) + 0.5) / r * 2.0 - 1.0) * half
     sx, sy = s[None, None, :], -s[None, :, None]  # image-plane offsets of the sub-pixel centres
     return eye, _unit(tuple(f + sx * rc + sy * uc for f, rc, uc in zip(fwd, right, up)))
 
@@ -124,9 +125,9 @@ def camera_rays(azimuth_deg_N):
 # -- closed-form intersections: distance t (inf on a miss) and the unit normal -----------
 def _hit_box(o, d, inv_d, a):
     """Box ``[-a, a] x [0, 2a] x [-a, a]``; ``inv_d`` is ``1 / d`` per component."""
-    lo, hi = (-a, 0.0 * a, -a), (a, 2.0 * a, a)
-    t1 = [(l - oc) * ic for l, oc, ic in zip(lo, o, inv_d)]
-    t2 = [(h - oc) * ic for h, oc, ic in zip(hi, o, inv_d)]
+    lo, hi = (-a, jnp.zeros_like(a), -a), (a, 2.0 * a, a)
+    t1 = [(lc - oc) * ic for lc, oc, ic in zip(lo, o, inv_d)]
+    t2 = [(hc - oc) * ic for hc, oc, ic in zip(hi, o, inv_d)]
     tn = [jnp.minimum(u, v) for u, v in zip(t1, t2)]
     tf = [jnp.maximum(u, v) for u, v in zip(t1, t2)]
     t_in = jnp.maximum(jnp.maximum(tn[0], tn[1]), tn[2])
@@ -156,7 +157,7 @@ def _hit_tube(o, d, r, y0, y1):
     t = (-b - jnp.sqrt(jnp.maximum(disc, 0.0))) / a
     y = o[1] + t * d[1]
     t = jnp.where((disc >= 0.0) & (t > _EPS) & (y >= y0) & (y <= y1), t, _INF)
-    return t, ((o[0] + t * d[0]) / r, 0.0 * t, (o[2] + t * d[2]) / r)
+    return t, ((o[0] + t * d[0]) / r, jnp.zeros_like(t), (o[2] + t * d[2]) / r)
 
 
 def _hit_disc(o, d, inv_d, r, y):
@@ -164,7 +165,7 @@ def _hit_disc(o, d, inv_d, r, y):
     t = (y - o[1]) * inv_d[1]
     x, z = o[0] + t * d[0], o[2] + t * d[2]
     t = jnp.where((t > _EPS) & (x * x + z * z <= r * r), t, _INF)
-    return t, (0.0 * t, 1.0 + 0.0 * t, 0.0 * t)
+    return t, (jnp.zeros_like(t), jnp.ones_like(t), jnp.zeros_like(t))
 
 
 def _nearer(best, hit, enabled=True):
@@ -189,7 +190,8 @@ def hit_object(o, d, shape, a):
     tube_y0, tube_y1 = jnp.where(cyl, 0.0, rc), jnp.where(cyl, 2.0 * a, CAPSULE_HEIGHT * a - rc)
     sph0_y, sph0_r = jnp.where(sph, a, rc), jnp.where(sph, a, rc)
     inv_d = tuple(1.0 / dc for dc in d)  # shared by the box and the disc
-    miss = (_INF + 0.0 * d[0], (0.0 * d[0],) * 3)
+    shape_ = jnp.broadcast_shapes(jnp.shape(o[0]), jnp.shape(d[0]), jnp.shape(a))
+    miss = (jnp.full(shape_, _INF), (jnp.zeros(shape_),) * 3)
     best = _nearer(miss, _hit_box(o, d, inv_d, a), cube)
     best = _nearer(best, _hit_tube(o, d, tube_r, tube_y0, tube_y1), cyl | cap)
     best = _nearer(best, _hit_disc(o, d, inv_d, a, 2.0 * a), cyl)
@@ -249,7 +251,7 @@ def _render(f_NxF):
     # Materialise the primary hit once; fused into the shadow pass it would be recomputed.
     t, surface, obj_shade = jax.lax.optimization_barrier((t, surface, obj_shade))
 
-    plane_shade = PLANE_SHADE[3] + 0.0 * t
+    plane_shade = jnp.full_like(t, PLANE_SHADE[3])
     for k in range(3):
         plane_shade = jnp.where(surface == k, PLANE_SHADE[k], plane_shade)
     # Hard shadow: a room point whose ray towards the light meets the object.

@@ -47,9 +47,12 @@ def test_jit_matches_eager_and_vmap_matches_batch(name, rng):
     m = MODULES[name]
     f = jnp.asarray(sample(m, rng, 12))
     batched = render_jit[name](f)
-    chex.assert_trees_all_close(m.render(f), batched, atol=1e-6)
+    # dSprites is binary, so exact; Shapes3D's float32 shading may round a few ulp apart
+    # where eager and fused code differ (seen on a GPU: 6e-6).
+    atol = 0.0 if name == "dsprites" else 1e-5
+    chex.assert_trees_all_close(m.render(f), batched, atol=atol, rtol=0.0)
     stacked = jax.jit(jax.vmap(m.render))(f.reshape(3, 4, -1))
-    chex.assert_trees_all_close(stacked.reshape(batched.shape), batched, atol=1e-6)
+    chex.assert_trees_all_close(stacked.reshape(batched.shape), batched, atol=atol, rtol=0.0)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -201,7 +204,8 @@ def test_dsprites_area_matches_the_analytic_area(shape, rng):
     np.testing.assert_allclose(area, [dsprites.sprite_area_px(shape, dsprites.SCALES[k])
                                       for k in f[:, 1]], rtol=1e-12)
     r = math.sqrt(2) / 2
-    assert (count >= area - perimeter * r).all() and (count <= area + perimeter * r + math.pi * r**2).all()
+    assert (count >= area - perimeter * r).all()
+    assert (count <= area + perimeter * r + math.pi * r**2).all()
 
 
 def test_dsprites_heart_constants_by_integration():
