@@ -1,0 +1,80 @@
+"""A sparse layer of N units with interchangeable sparsifiers.
+
+``pre = W f + b`` (``[B, N]``), ``h = sparsify(pre, k)``, and an SAE decoder
+``f_hat = W_dec h + b_dec`` that reconstructs the layer's input. A sparsifier is any
+module with ``__call__(pre_BxN, k) -> h_BxN``; it sees the whole batch (so BatchTopK fits)
+and may hold parameters (so JumpReLU's thresholds fit). ``k`` is a traced int32 scalar:
+a schedule that moves k does not recompile.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sparsejax import ops
+from sparsejax.models.conv import dense
+
+
+class TopK(nnx.Module):
+    """``h = ReLU(TopK(pre, k))``: the k largest pre-activations of each row, negatives zeroed.
+
+    Args:
+      num_units: N, the static bound on k.
+      impl: the :func:`sparsejax.ops.topk` implementation (``"auto"``, ``"lax"``, ...).
+    """
+
+    def __init__(self, num_units: int, *, impl: str = "auto"):
+        self.num_units = num_units
+        self.impl = impl
+
+    def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
+        return jax.nn.relu(ops.topk(pre_BxN, k, self.impl, k_max=self.num_units))
+
+
+class ReLU(nnx.Module):
+    """``h = ReLU(pre)``; sparsity comes from the L1 penalty on h in the loss. Ignores k."""
+
+    def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
+        del k
+        return jax.nn.relu(pre_BxN)
+
+
+class SparseOut(NamedTuple):
+    pre: jax.Array  # [B, N] pre-activations W f + b
+    h: jax.Array  # [B, N] sparse code
+    recon: jax.Array  # [B, D] SAE reconstruction of the input from h
+
+
+class SparseLayer(nnx.Module):
+    """``f [B, D] -> (pre [B, N], h [B, N], f_hat [B, D])`` with a pluggable sparsifier."""
+
+    def __init__(self, d_in: int, num_units: int, sparsifier: nnx.Module, *, rngs: nnx.Rngs):
+        self.enc = dense(d_in, num_units, rngs)
+        self.dec = dense(num_units, d_in, rngs)
+        self.sparsify = sparsifier
+
+    def __call__(self, f_BxD: jax.Array, k: jax.Array) -> SparseOut:
+        pre_BxN = self.enc(f_BxD)
+        h_BxN = self.sparsify(pre_BxN, k)
+        return SparseOut(pre_BxN, h_BxN, self.dec(h_BxN))
+
+
+SPARSIFIERS = {"topk": TopK, "l1": ReLU}
+
+
+def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto") -> nnx.Module:
+    """The sparsifier of a training method: ``"topk"`` -> :class:`TopK`, ``"l1"`` -> :class:`ReLU`."""
+    if method == "topk":
+        return TopK(num_units, impl=topk_impl)
+    if method == "l1":
+        return ReLU()
+    raise ValueError(f"no sparsifier for method {method!r}: expected one of {sorted(SPARSIFIERS)}")
+
+
+def l0(h_BxN: jax.Array) -> jax.Array:
+    """Mean number of nonzero units per example (scalar)."""
+    return jnp.mean(jnp.sum(h_BxN != 0, axis=-1, dtype=jnp.float32))

@@ -1,0 +1,161 @@
+"""End-of-epoch evaluation on a fixed evaluation set, and the metrics hook.
+
+The evaluation set is ``cfg.eval_size`` factor tuples drawn once from ``eval_seed`` (the
+same for every epoch, seed and method, so curves are comparable), rendered chunk by chunk
+on the device. One pass computes, per run: the latent means, the sparse codes, the
+per-unit firing counts at every threshold, and the loss terms (z sampled with fixed
+noise). A pluggable ``metrics_fn(RunEval) -> dict`` then adds figures to the epoch record;
+:func:`default_metrics` uses whatever :mod:`sparsejax.metrics` provides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from sparsejax.data import FactorDataset
+from sparsejax.models.vae import loss_terms
+from sparsejax.train.config import TrainConfig
+from sparsejax.train.step import batch_sharding, over_seeds, replicated
+
+EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0")
+
+
+@dataclasses.dataclass
+class RunEval:
+    """One run's evaluation (what a metrics hook receives). Arrays are numpy.
+
+    Attributes:
+      factors: int32 ``[n, F]`` ground-truth factors of the evaluation set.
+      mu: float32 ``[n, L]`` latent means.
+      h: float32 ``[n, N]`` sparse codes (None for the dense VAE).
+      counts: int ``[T, N]`` number of examples with h > tau, per threshold (``[T, 0]`` dense).
+      thresholds: the T thresholds tau.
+      terms: mean loss terms over the set (``recon``, ``kl``, ``sae``, ``l1``, ``l0``).
+      k: the k the pass used.
+    """
+
+    factors: np.ndarray
+    mu: np.ndarray
+    h: np.ndarray | None
+    counts: np.ndarray
+    thresholds: tuple[float, ...]
+    terms: dict[str, float]
+    k: int
+
+    @property
+    def n(self) -> int:
+        return self.factors.shape[0]
+
+    def dead_fraction(self) -> dict[str, float]:
+        """Fraction of units that never exceed tau on the set, per threshold ('0', '1e-06', ...)."""
+        if self.counts.shape[1] == 0:
+            return {}
+        return {_tau_key(t): float(np.mean(c == 0)) for t, c in zip(self.thresholds, self.counts)}
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """The evaluation of all S runs (leading axis S on mu, h, counts, terms)."""
+
+    factors: np.ndarray
+    mu: np.ndarray
+    h: np.ndarray | None
+    counts: np.ndarray
+    thresholds: tuple[float, ...]
+    terms: dict[str, np.ndarray]
+    k: int
+
+    def run(self, i: int) -> RunEval:
+        return RunEval(self.factors, self.mu[i], None if self.h is None else self.h[i],
+                       self.counts[i], self.thresholds,
+                       {n: float(v[i]) for n, v in self.terms.items()}, self.k)
+
+
+def _tau_key(t: float) -> str:
+    return repr(float(t)) if t else "0"
+
+
+def eval_factors(dataset: FactorDataset, cfg: TrainConfig) -> np.ndarray:
+    """The fixed evaluation set: int32 ``[eval_size, F]`` drawn from ``eval_seed``."""
+    return np.asarray(dataset.sample_factors(jax.random.key(cfg.eval_seed), cfg.eval_size))
+
+
+def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDataset,
+                   mesh: Mesh) -> Callable[[nnx.State, int], EvalResult]:
+    """``evaluate(params_S, k) -> EvalResult`` over the fixed evaluation set."""
+    factors = eval_factors(dataset, cfg)
+    n = factors.shape[0]
+    ndev = mesh.devices.size
+    chunk = -(-min(cfg.eval_batch, n) // ndev) * ndev  # a multiple of the device count
+    num_chunks = -(-n // chunk)
+    pad = num_chunks * chunk - n
+    # padded rows repeat row 0 and are masked out of every sum
+    factors_p = np.concatenate([factors, np.repeat(factors[:1], pad, 0)])
+    mask_p = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    eps_p = np.asarray(jax.random.normal(jax.random.key(cfg.eval_seed + 1),
+                                         (num_chunks * chunk, cfg.num_latents)))
+    taus = jnp.asarray(cfg.thresholds, jnp.float32)
+    x_sharding = batch_sharding(mesh)
+    on_device = dataset.on_device
+
+    def one(params, k, xin, eps, mask):
+        x = dataset.render(xin) if on_device else xin
+        x = jax.lax.with_sharding_constraint(x, x_sharding)
+        out = nnx.merge(graphdef, params)(x, eps, k)
+        terms = loss_terms(out, x, reduce=False)
+        sums = {name: jnp.sum(terms[name] * mask) for name in EVAL_TERMS}
+        if out.h is None:
+            counts = jnp.zeros((len(cfg.thresholds), 0), jnp.int32)
+            h = None
+        else:
+            h = out.h
+            above = (h[None] > taus[:, None, None]) & (mask[None, :, None] > 0)
+            counts = jnp.sum(above, axis=1, dtype=jnp.int32)
+        return out.mu, h, sums, counts
+
+    rep = replicated(mesh)
+    fn = jax.jit(over_seeds(one, cfg.num_seeds, in_axes=(0, None, None, None, None)),
+                 in_shardings=(rep, rep, x_sharding, x_sharding, x_sharding),
+                 out_shardings=rep)
+
+    def evaluate(params_S: nnx.State, k: int) -> EvalResult:
+        k_arr = jnp.asarray(k, jnp.int32)
+        mus, hs, counts, sums = [], [], 0, None
+        for c in range(num_chunks):
+            sl = slice(c * chunk, (c + 1) * chunk)
+            xin = factors_p[sl] if on_device else np.asarray(dataset.render(factors_p[sl]),
+                                                              np.float32)
+            mu, h, s, cnt = fn(params_S, k_arr, xin, eps_p[sl], mask_p[sl])
+            mus.append(mu)
+            hs.append(h)
+            counts = counts + cnt
+            sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
+        mu = np.concatenate(jax.device_get(mus), axis=1)[:, :n]
+        h = None if hs[0] is None else np.concatenate(jax.device_get(hs), axis=1)[:, :n]
+        terms = {name: np.asarray(v) / n for name, v in jax.device_get(sums).items()}
+        return EvalResult(factors, mu, h, np.asarray(counts), cfg.thresholds, terms, int(k))
+
+    return evaluate
+
+
+def default_metrics(ev: RunEval) -> dict:
+    """Metrics from :mod:`sparsejax.metrics`, whichever exist: MIG on the latent mean
+    (``mig_mean``) and on the sparse code (``mig_code``, sparse models only)."""
+    try:
+        from sparsejax import metrics
+    except ImportError:  # pragma: no cover - the package always exists
+        return {}
+    out = {}
+    mig = getattr(metrics, "mig", None)
+    if mig is not None:
+        out["mig_mean"] = float(mig(ev.mu, ev.factors))
+        if ev.h is not None:
+            out["mig_code"] = float(mig(ev.h, ev.factors))
+    return out

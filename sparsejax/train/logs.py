@@ -1,0 +1,149 @@
+"""Where a run reports: per-epoch JSON lines, TensorBoard event files, a progress display."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLog:
+    """Epoch records as JSON lines in ``DIR/metrics.jsonl``, and TensorBoard events in
+    ``DIR/tb/seed_<s>/`` (tensorboardX; no TensorFlow needed)."""
+
+    def __init__(self, out_dir: str | Path, seeds: Sequence[int], *, tensorboard: bool = True):
+        import jax
+
+        self.path = Path(out_dir) / METRICS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tb = {}
+        # multi-host: every process computes the same records; process 0 writes them
+        self.writer = jax.process_index() == 0
+        if tensorboard and self.writer:
+            from tensorboardX import SummaryWriter
+
+            self._tb = {s: SummaryWriter(str(Path(out_dir) / "tb" / f"seed_{s}")) for s in seeds}
+
+    def records(self) -> list[dict]:
+        """All records in the file (a torn last line from a crash is skipped)."""
+        return read_records(self.path)
+
+    def truncate(self, before_epoch: int) -> None:
+        """Keep only records of epochs < ``before_epoch`` (a resumed run rewrites the rest)."""
+        if not self.writer:
+            return
+        keep = [r for r in self.records() if r["epoch"] < before_epoch]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        tmp.replace(self.path)
+
+    def write(self, records: Sequence[dict]) -> None:
+        if not self.writer:
+            return
+        with self.path.open("a") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+        for r in records:
+            tb = self._tb.get(r["seed"])
+            if tb is None:
+                continue
+            step = r["step"]
+            for group in ("train", "eval"):
+                for name, v in r[group].items():
+                    tb.add_scalar(f"{group}/{name}", v, step)
+            tb.add_scalar("sparsity/k", r["k"], step)
+            tb.add_scalar("sparsity/l1_coef", r["l1_coef"], step)
+            for tau, v in r["dead_fraction"].items():
+                tb.add_scalar(f"dead_fraction/tau={tau}", v, step)
+            for name, v in r.items():
+                if isinstance(v, (int, float)) and name.startswith("mig"):
+                    tb.add_scalar(f"metrics/{name}", v, step)
+            counts = r["firing_counts"].get("0")
+            if counts:
+                freq = np.asarray(counts, np.float64) / max(r["eval_size"], 1)
+                tb.add_histogram("firing/log10_frequency",
+                                 np.log10(np.maximum(freq, 1.0 / (10 * r["eval_size"]))), step)
+            tb.flush()
+
+    def step_scalars(self, seeds: Sequence[int], step: int, scalars: dict[str, np.ndarray]):
+        """Step-level training curves (loss terms per seed) for TensorBoard."""
+        for i, s in enumerate(seeds):
+            tb = self._tb.get(s)
+            if tb is not None:
+                for name, v in scalars.items():
+                    tb.add_scalar(f"step/{name}", float(v[i]), step)
+
+    def close(self) -> None:
+        for tb in self._tb.values():
+            tb.close()
+
+
+def read_records(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class Progress:
+    """A tqdm bar (step, loss, k, images/s, ETA) on a terminal; plain log lines otherwise."""
+
+    def __init__(self, total_steps: int, done_steps: int, batch_images: int, *,
+                 tty: bool | None = None, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.total, self.done = total_steps, done_steps
+        self.batch_images = batch_images
+        self._t0, self._s0 = time.perf_counter(), done_steps
+        self._bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=done_steps, unit="step",
+                             file=self.stream, dynamic_ncols=True, smoothing=0.1)
+
+    def rate(self) -> float:
+        """Images per second since the last :meth:`reset_rate`."""
+        dt = time.perf_counter() - self._t0
+        return (self.done - self._s0) * self.batch_images / dt if dt > 0 else 0.0
+
+    def reset_rate(self) -> None:
+        self._t0, self._s0 = time.perf_counter(), self.done
+
+    def update(self, done_steps: int, *, epoch: int, epochs: int, k: int, loss: float,
+               l0: float) -> None:
+        delta, self.done = done_steps - self.done, done_steps
+        rate = self.rate()
+        if self._bar is not None:
+            self._bar.update(delta)
+            self._bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} loss {loss:.2f} k {k} "
+                                      f"L0 {l0:.1f} {rate:.0f} img/s", refresh=False)
+            return
+        left = (self.total - self.done) * self.batch_images / rate if rate > 0 else math.inf
+        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "?"
+        print(f"step {self.done}/{self.total} epoch {epoch + 1}/{epochs} loss {loss:.3f} "
+              f"k {k} L0 {l0:.1f} {rate:.0f} img/s ETA {eta}", file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,104 @@
+"""The train state: one pytree holding everything a run needs to continue exactly.
+
+Every leaf carries a leading seed axis S (S independent runs trained in one program; S = 1
+for a single run). The model is split once: its graph definition is static and lives
+outside the state; ``params`` is the ``nnx.State`` of its parameters.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from sparsejax.models.vae import VAE
+from sparsejax.sparsity.controller import ControllerState
+from sparsejax.train.config import TrainConfig
+
+LOSS_TERMS = ("loss", "recon", "kl", "sae", "l1", "l0")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Per-seed leaves, each with a leading axis S.
+
+    Attributes:
+      step: int32, global step count (the data stream position).
+      params: model parameters (``nnx.State``).
+      opt_state: optimiser state.
+      key: uint32 [2], raw base key of the run; the batch and noise of step t are drawn
+        from ``fold_in(key, t)``, so they depend on (seed, step) only.
+      ctrl: L1 controller state.
+      fire: int32 [N], per-unit count of training examples with h > 0 in this epoch.
+      sums: float32 sums over this epoch's steps of each of :data:`LOSS_TERMS`, and
+        ``steps``, the number of steps summed.
+      bad_step: int32, the first step whose loss was NaN or Inf (-1: none).
+    """
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+    key: jax.Array
+    ctrl: ControllerState
+    fire: jax.Array
+    sums: dict[str, jax.Array]
+    bad_step: jax.Array
+
+
+def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
+    return VAE(channels, method=cfg.method, num_units=cfg.num_units,
+               num_latents=cfg.num_latents, placement=cfg.placement,
+               topk_impl=cfg.topk_impl, conv_impl=cfg.conv_impl, rngs=rngs)
+
+
+def model_graphdef(cfg: TrainConfig, channels: int) -> nnx.GraphDef:
+    """The model's static graph definition (no parameters are allocated)."""
+    abstract = nnx.eval_shape(lambda: make_model(cfg, channels, nnx.Rngs(0)))
+    return nnx.split(abstract)[0]
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Adam with disentanglement_lib's settings (b1 0.9, b2 0.999, eps 1e-8)."""
+    return optax.adam(cfg.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+
+
+def init_one(cfg: TrainConfig, channels: int, seed: jax.Array) -> TrainState:
+    """The state of one run at step 0 (jit/vmap-able over ``seed``)."""
+    k_params, k_run = jax.random.split(jax.random.key(seed))
+    model = make_model(cfg, channels, nnx.Rngs(params=k_params))
+    params = nnx.state(model, nnx.Param)
+    n = cfg.num_units if cfg.sparse else 0
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=make_optimizer(cfg).init(params),
+        key=jax.random.key_data(k_run),
+        ctrl=cfg.controller.init(),
+        fire=jnp.zeros((n,), jnp.int32),
+        sums=zero_sums(),
+        bad_step=jnp.full((), -1, jnp.int32),
+    )
+
+
+def zero_sums() -> dict[str, jax.Array]:
+    return {name: jnp.zeros((), jnp.float32) for name in (*LOSS_TERMS, "steps")}
+
+
+def start_epoch(state: TrainState) -> TrainState:
+    """Zero the per-epoch accumulators (firing counts, loss sums); works on any seed axis."""
+    return state.replace(fire=jnp.zeros_like(state.fire),
+                         sums=jax.tree.map(jnp.zeros_like, state.sums))
+
+
+def init_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:
+    """The states of all ``cfg.seeds``, stacked on a leading axis S (placed by ``sharding``)."""
+    seeds = jnp.asarray(cfg.seeds, jnp.uint32)
+    init = jax.jit(jax.vmap(lambda s: init_one(cfg, channels, s)), out_shardings=sharding)
+    return init(seeds)
+
+
+def seed_slice(state: TrainState, i: int) -> TrainState:
+    """Run ``i`` of a stacked state, keeping the seed axis (length 1)."""
+    return jax.tree.map(lambda x: x[i:i + 1], state)
