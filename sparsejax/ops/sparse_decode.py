@@ -1,16 +1,28 @@
-"""Decoding a Top-k code without materialising it: y = sum_j v_j W[i_j] + b.
+"""A Top-k code without materialising it: the sparse decoder and the sparse-backward encoder.
 
-A dense decode of a ``[B, N]`` code costs O(B N d) FLOPs; with k nonzeros per row the
-same result is a gather of k decoder rows per example, O(B k d). The backward pass is
-sparse too: the value cotangent is a k-row gather-dot, and the decoder gradient is a
-scatter-add of ``v_j * g`` into the k used rows of each example (OpenAI's sparse-dense
-transposed kernel, here as an XLA scatter). The bias gradient is the column sum of g.
+``sparse_decode``: y = sum_j v_j W[i_j] + b. A dense decode of a ``[B, N]`` code costs
+O(B N d) FLOPs; with k nonzeros per row the same result is a gather of k decoder rows per
+example, O(B k d). The backward pass is sparse too: the value cotangent is a k-row
+gather-dot, and the decoder gradient is a scatter-add of ``v_j * g`` into the k used rows
+of each example (OpenAI's sparse-dense transposed kernel, here as an XLA scatter).
+
+``topk_encode``: pre = x W_enc^T + b_enc, then its top-k (and optionally an auxiliary
+top-k among masked latents, for AuxK). The forward matmul stays dense (it is the floor);
+the backward uses only the selected entries of d pre: dx is a gather-sum of encoder rows
+(the decoder's forward), dW_enc a scatter of x into the selected rows (the decoder's
+weight gradient), so neither the ``[B, N]`` pre-activations nor their cotangent is stored.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+from jax import lax
+
+from sparsejax.ops.topk import resolve_impl, topk_values_indices
 
 # Up to this many code slots the forward gather-sum is unrolled, one [B, d] gather per
 # slot (XLA fuses gather, scale and add; measured 20x faster on CPU than gathering the
@@ -50,7 +62,7 @@ def _gather_sum(v_Bxk, i_Bxk, W_NxD):
         for j in range(k):
             y_BxD = slot(j, y_BxD)
         return y_BxD
-    return jax.lax.fori_loop(0, k, slot, y_BxD)
+    return lax.fori_loop(0, k, slot, y_BxD)
 
 
 @jax.custom_vjp
@@ -62,19 +74,46 @@ def _decode_fwd(v_Bxk, i_Bxk, W_NxD, b_D):
     return _decode(v_Bxk, i_Bxk, W_NxD, b_D), (v_Bxk, i_Bxk, W_NxD, b_D)
 
 
+def _slotwise() -> bool:
+    """Gather/scatter one code slot at a time? Measured best on XLA:CPU, where a [B, k, d]
+    gather runs 25x slower than k [B, d] ones; a GPU wants one batched op instead of k
+    small sequential kernels."""
+    return jax.default_backend() == "cpu"
+
+
+def _gather_dot(g_BxD, i_Bxk, W_NxD):
+    """``<g[b], W[i[b, j]]>`` -> [B, k]: k gathered rows per example, never N of them."""
+    if not _slotwise():
+        return jnp.sum(g_BxD[:, None, :] * _rows(W_NxD, i_Bxk), axis=-1)
+    # Not unrolled either: XLA:CPU fuses k gather-reductions into one slow loop nest.
+    return lax.map(lambda i_B: jnp.sum(g_BxD * _rows(W_NxD, i_B), axis=-1), i_Bxk.T).T
+
+
+def _scatter_outer(v_Bxk, i_Bxk, g_BxD, gW_NxD):
+    """``gW[i[b, j]] += v[b, j] g[b]`` for all (b, j): the weight gradient of a sparse code.
+
+    On CPU one slot per step, so the [B k, d] updates are never materialised and gW is
+    updated in place; elsewhere one scatter (atomic adds on a GPU). Indices outside
+    [0, N) are dropped.
+    """
+    if not _slotwise():
+        b, k = v_Bxk.shape
+        upd_BkxD = (v_Bxk[..., None] * g_BxD[:, None, :]).astype(gW_NxD.dtype).reshape(b * k, -1)
+        return gW_NxD.at[i_Bxk.reshape(-1)].add(upd_BkxD, mode="drop",
+                                                 wrap_negative_indices=False)
+
+    def slot(j, gW_NxD):
+        upd_BxD = v_Bxk[:, j, None].astype(gW_NxD.dtype) * g_BxD.astype(gW_NxD.dtype)
+        return gW_NxD.at[i_Bxk[:, j]].add(upd_BxD, mode="drop", wrap_negative_indices=False)
+
+    return lax.fori_loop(0, v_Bxk.shape[1], slot, gW_NxD)
+
+
 def _decode_bwd(res, g_BxD):
     v_Bxk, i_Bxk, W_NxD, b_D = res
-    b, k = v_Bxk.shape
-    # d/dv[b, j] = <g[b], W[i[b, j]]>: k gathered rows per example, never the N-wide code.
-    if k <= _UNROLL_MAX_K:
-        gv_Bxk = jnp.stack([jnp.sum(g_BxD * _rows(W_NxD, i_Bxk[:, j]), axis=-1)
-                            for j in range(k)], axis=-1)
-    else:
-        gv_Bxk = jnp.einsum("bd,bkd->bk", g_BxD, _rows(W_NxD, i_Bxk))
-    # dW[n] = sum over (b, j) with i[b, j] = n of v[b, j] g[b]: scatter-add into used rows.
-    upd_BkxD = (v_Bxk[..., None].astype(g_BxD.dtype) * g_BxD[:, None, :]).reshape(b * k, -1)
-    gW_NxD = jnp.zeros(W_NxD.shape, g_BxD.dtype).at[i_Bxk.reshape(-1)].add(
-        upd_BkxD, mode="drop", wrap_negative_indices=False)
+    gv_Bxk = _gather_dot(g_BxD, i_Bxk, W_NxD)  # d/dv[b, j] = <g[b], W[i[b, j]]>
+    # dW[n] = sum over (b, j) with i[b, j] = n of v[b, j] g[b]: only used rows are touched.
+    gW_NxD = _scatter_outer(v_Bxk, i_Bxk, g_BxD, jnp.zeros(W_NxD.shape, g_BxD.dtype))
     gb_D = jnp.sum(g_BxD, axis=0)
     return (gv_Bxk.astype(v_Bxk.dtype), None, gW_NxD.astype(W_NxD.dtype),
             gb_D.astype(b_D.dtype))
@@ -114,3 +153,114 @@ def dense_decode(values: jax.Array, indices: jax.Array, W_dec: jax.Array,
     code_BxN = jnp.zeros((b, W_dec.shape[0]), values.dtype).at[
         jnp.arange(b)[:, None], indices].add(values, mode="drop", wrap_negative_indices=False)
     return code_BxN @ W_dec + b_dec
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+class TopkCode(NamedTuple):
+    """A Top-k code: values and indices ``[B, k_max]``, and the auxiliary ones ``[B, k_aux]``.
+
+    Slots at or beyond the runtime k, and auxiliary slots with no eligible latent, hold 0.
+    """
+
+    values: jax.Array
+    indices: jax.Array
+    aux_values: jax.Array
+    aux_indices: jax.Array
+
+
+def _encode_fwd(x_BxD, W_NxD, b_N, k, aux_mask_N, k_max, k_aux, impl):
+    pre_BxN = x_BxD @ W_NxD.T.astype(x_BxD.dtype) + b_N
+    v_Bxk, i_Bxk = topk_values_indices(pre_BxN, k, impl, k_max=k_max)
+    b = x_BxD.shape[0]
+    if k_aux == 0:
+        empty = jnp.zeros((b, 0), pre_BxN.dtype), jnp.zeros((b, 0), jnp.int32)
+        return TopkCode(v_Bxk, i_Bxk, *empty), (x_BxD, W_NxD, i_Bxk, k, *empty)
+
+    def aux():
+        masked_BxN = jnp.where(aux_mask_N, pre_BxN, -jnp.inf)
+        va_BxA, ia_BxA = topk_values_indices(masked_BxN, k_aux, impl)
+        return jnp.where(aux_mask_N[ia_BxA], va_BxA, 0), ia_BxA
+
+    def no_aux():  # nothing eligible (no dead latents): skip the second top-k entirely
+        return (jnp.zeros((b, k_aux), pre_BxN.dtype),
+                jnp.broadcast_to(jnp.arange(k_aux, dtype=jnp.int32), (b, k_aux)))
+
+    va_BxA, ia_BxA = lax.cond(jnp.any(aux_mask_N), aux, no_aux)
+    valid_BxA = aux_mask_N[ia_BxA]
+    return TopkCode(v_Bxk, i_Bxk, va_BxA, ia_BxA), (x_BxD, W_NxD, i_Bxk, k, ia_BxA, valid_BxA)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _encode(x_BxD, W_NxD, b_N, k, aux_mask_N, k_max, k_aux, impl):
+    return _encode_fwd(x_BxD, W_NxD, b_N, k, aux_mask_N, k_max, k_aux, impl)[0]
+
+
+def _encode_bwd(k_max, k_aux, impl, res, g):
+    x_BxD, W_NxD, i_Bxk, k, ia_BxA, valid_BxA = res
+    gv_Bxk = jnp.where(jnp.arange(k_max) < k, g.values, 0)  # unused slots carry nothing
+    gx_BxD = _gather_sum(gv_Bxk, i_Bxk, W_NxD).astype(x_BxD.dtype)
+    gW_NxD = _scatter_outer(gv_Bxk, i_Bxk, x_BxD, jnp.zeros(W_NxD.shape, jnp.float32))
+    gb_N = jnp.zeros(W_NxD.shape[:1], jnp.float32).at[i_Bxk.reshape(-1)].add(
+        gv_Bxk.reshape(-1).astype(jnp.float32))
+    if k_aux:
+        ga_BxA = jnp.where(valid_BxA, g.aux_values, 0)
+
+        def add_aux(grads):
+            gx, gW, gb = grads
+            gx = gx + _gather_sum(ga_BxA, ia_BxA, W_NxD).astype(gx.dtype)
+            gW = _scatter_outer(ga_BxA, ia_BxA, x_BxD, gW)
+            gb = gb.at[ia_BxA.reshape(-1)].add(ga_BxA.reshape(-1).astype(gb.dtype))
+            return gx, gW, gb
+
+        gx_BxD, gW_NxD, gb_N = lax.cond(jnp.any(valid_BxA), add_aux, lambda g: g,
+                                        (gx_BxD, gW_NxD, gb_N))
+    return (gx_BxD, gW_NxD.astype(W_NxD.dtype), gb_N.astype(W_NxD.dtype), None, None)
+
+
+_encode.defvjp(_encode_fwd, _encode_bwd)
+
+
+def topk_encode(x: jax.Array, W_enc: jax.Array, b_enc: jax.Array, k, *, impl: str = "auto",
+                k_max: int | None = None, aux_mask: jax.Array | None = None,
+                k_aux: int = 0) -> TopkCode:
+    """Top-k of ``pre = x @ W_enc.T + b_enc`` with a sparse backward pass.
+
+    Equal (values, indices and gradients w.r.t. x, W_enc, b_enc) to
+    ``topk_values_indices(x @ W_enc.T + b_enc, k)``; the backward pass costs
+    O(B (k + k_aux) d) instead of the two O(B N d) matmuls of the dense transpose.
+
+    Args:
+      x: ``[B, d]`` inputs (e.g. already centred by the decoder bias).
+      W_enc: ``[N, d]`` encoder rows, one per latent (the decoder's layout).
+      b_enc: ``[N]``.
+      k: int or traced int32 scalar; ``k_max`` its static bound (default as in ``topk``).
+      aux_mask: optional bool ``[N]``: latents eligible for the auxiliary top-k (AuxK's dead
+        latents). Its slots with no eligible latent hold value 0 and pass no gradient.
+      k_aux: static size of the auxiliary top-k (0: none).
+
+    Returns:
+      ``TopkCode(values [B, k_max], indices, aux_values [B, k_aux], aux_indices)``.
+    """
+    x, W_enc, b_enc = map(jnp.asarray, (x, W_enc, b_enc))
+    if x.ndim != 2 or W_enc.ndim != 2 or x.shape[1] != W_enc.shape[1]:
+        raise ValueError(f"topk_encode expects x [B, d] and W_enc [N, d], got {x.shape} and "
+                         f"{W_enc.shape}")
+    n = W_enc.shape[0]
+    if b_enc.shape != (n,):
+        raise ValueError(f"topk_encode expects b_enc of shape [N] = [{n}], got {b_enc.shape}")
+    if k_aux < 0 or k_aux > n:
+        raise ValueError(f"topk_encode k_aux={k_aux} must be in [0, N={n}]")
+    if aux_mask is None:
+        aux_mask = jnp.zeros((n,), bool)
+    elif aux_mask.shape != (n,) or aux_mask.dtype != jnp.bool_:
+        raise ValueError(f"topk_encode expects aux_mask bool [{n}], got {aux_mask.dtype}"
+                         f"{list(aux_mask.shape)}")
+    if k_max is None:
+        k_max = n if isinstance(k, jax.core.Tracer) else int(k)
+    if not isinstance(k, jax.core.Tracer) and not 0 <= int(k) <= k_max:
+        raise ValueError(f"topk_encode k={int(k)} must be in [0, k_max={k_max}]")
+    k_max = min(k_max, n)
+    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, k_max)
+    return _encode(x, W_enc, b_enc, k, aux_mask, k_max, k_aux, resolve_impl(impl))

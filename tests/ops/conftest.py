@@ -1,5 +1,6 @@
 """Shared reference for the ops tests."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -23,3 +24,10 @@ def reference_topk(x, k):
 @pytest.fixture
 def np_topk():
     return reference_topk
+
+
+@pytest.fixture(autouse=True)
+def exact_float32_matmuls():
+    """References multiply in full float32 (GPUs default to TF32, a 1e-3 relative error)."""
+    with jax.default_matmul_precision("highest"):
+        yield

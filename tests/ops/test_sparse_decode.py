@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsejax.ops import dense_decode, sparse_decode, topk_values_indices
+from sparsejax.ops import dense_decode, sparse_decode, topk_encode, topk_values_indices
 
 
 def np_dense_code(v, i, n):
@@ -80,3 +80,71 @@ def test_bad_shapes():
         sparse_decode(jnp.ones((2, 3)), jnp.ones((2, 3)), W, bias)
     with pytest.raises(ValueError, match=r"b_dec of shape \[d\] = \[3\]"):
         sparse_decode(jnp.ones((2, 3)), jnp.ones((2, 3), jnp.int32), W, jnp.ones(4))
+
+
+def dense_encode(x, W, b, k, mask, k_aux):
+    """Reference: the dense pre-activations and two plain top-k's (autodiff does the rest)."""
+    pre = x @ W.T + b
+    v, i = topk_values_indices(pre, k, impl="lax")
+    va, ia = topk_values_indices(jnp.where(mask, pre, -jnp.inf), k_aux, impl="lax")
+    return v, i, jnp.where(mask[ia], va, 0), ia
+
+
+@pytest.mark.parametrize("n_dead", [0, 3, 40])
+def test_topk_encode_equals_dense_with_grads(n_dead, rng):
+    b, d, n, k, k_aux = 6, 10, 40, 5, 8
+    x = jnp.asarray(rng.standard_normal((b, d)), jnp.float32)
+    W = jnp.asarray(rng.standard_normal((n, d)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(n), jnp.float32)
+    mask = jnp.asarray(rng.permutation(n) < n_dead)
+    wv, wa = (jnp.asarray(rng.standard_normal((b, m)), jnp.float32) for m in (k, k_aux))
+
+    def loss(enc):
+        def f(x, W, bias):
+            v, _, va, _ = enc(x, W, bias)
+            return jnp.sum(wv * jax.nn.relu(v)) + jnp.sum(wa * va)
+        return f
+
+    sparse = lambda x, W, bias: tuple(  # noqa: E731
+        topk_encode(x, W, bias, k, aux_mask=mask, k_aux=k_aux, impl="lax"))
+    dense = lambda x, W, bias: dense_encode(x, W, bias, k, mask, k_aux)  # noqa: E731
+    got, ref = sparse(x, W, bias), dense(x, W, bias)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-5, atol=1e-5)
+    valid = np.asarray(mask)[np.asarray(ref[3])]
+    np.testing.assert_array_equal(np.where(valid, got[3], -1), np.where(valid, ref[3], -1))
+    g = jax.jit(jax.grad(loss(sparse), argnums=(0, 1, 2)))(x, W, bias)
+    g_ref = jax.grad(loss(dense), argnums=(0, 1, 2))(x, W, bias)
+    for a, r in zip(g, g_ref):
+        np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
+
+
+def test_topk_encode_traced_k(rng):
+    x = jnp.asarray(rng.standard_normal((4, 8)), jnp.float32)
+    W = jnp.asarray(rng.standard_normal((30, 8)), jnp.float32)
+    bias = jnp.zeros(30)
+    f = jax.jit(lambda x, k: topk_encode(x, W, bias, k, k_max=10, impl="lax").values)
+    for k in (0, 3, 10):
+        v = f(x, jnp.int32(k))
+        np.testing.assert_allclose(v[:, :k], jax.lax.top_k(x @ W.T, 10)[0][:, :k], rtol=1e-5)
+        np.testing.assert_array_equal(v[:, k:], 0)
+    with pytest.raises(ValueError, match="k_aux=31"):
+        topk_encode(x, W, bias, 2, k_aux=31)
+
+
+def test_batched_path_used_off_cpu(monkeypatch, rng):
+    """The accelerator path (one batched gather / scatter) equals the slot-wise CPU path."""
+    import importlib
+
+    mod = importlib.import_module("sparsejax.ops.sparse_decode")
+    v = jnp.asarray(rng.standard_normal((5, 7)), jnp.float32)
+    i = jnp.asarray(rng.integers(0, 20, size=(5, 7)), jnp.int32)
+    W = jnp.asarray(rng.standard_normal((20, 6)), jnp.float32)
+    bias = jnp.zeros(6)
+    f = lambda v, W: jnp.sum(jnp.sin(sparse_decode(v, i, W, bias)))  # noqa: E731
+    g_slot = jax.grad(f, argnums=(0, 1))(v, W)
+    monkeypatch.setattr(mod, "_slotwise", lambda: False)
+    g_batched = jax.grad(f, argnums=(0, 1))(v, W)
+    for a, b in zip(g_slot, g_batched):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

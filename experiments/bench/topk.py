@@ -1,0 +1,58 @@
+"""Top-k: every implementation the device runs natively against ``lax.top_k``.
+
+One row per (impl, batch, N, k): the dense op models call (``sparsejax.ops.topk``,
+forward), its peer ``lax`` timed in the same run, and the memory floor: the bytes the op
+must move (read x, write the masked x) over the measured copy bandwidth. Pallas on a CPU
+backend would run in interpret mode, which is never timed: that row says so instead.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from experiments.bench.timing import copy_bandwidth_bytes_per_s, seconds_per_call
+from sparsejax import ops
+
+# (batch, N, k) from the issue's (64, 500, 50) to (4096, 65536, 64); a CPU gets three
+# points so that the whole bench stays within its shared five-minute budget.
+GRID_ACCEL = [(64, 500, 50), (256, 4096, 64), (1024, 16384, 32), (4096, 16384, 64),
+              (4096, 65536, 64)]
+GRID_CPU = [(64, 500, 50), (1024, 4096, 64), (4096, 16384, 32)]
+
+
+def grid() -> list[tuple[int, int, int]]:
+    return GRID_CPU if jax.default_backend() == "cpu" else GRID_ACCEL
+
+
+def native_impls() -> list[str]:
+    """Implementations that run compiled (not interpreted) on the default backend."""
+    return ["lax", "approx", "pallas"]
+
+
+def bench_topk():
+    backend = jax.default_backend()
+    bw = copy_bandwidth_bytes_per_s()
+    auto = ops.resolve_impl("auto")
+    for b, n, k in grid():
+        x = jax.random.normal(jax.random.key(0), (b, n), jnp.float32)
+        nbytes = 2 * x.size * x.dtype.itemsize
+        floor_ms = 1e3 * nbytes / bw
+        fns = {impl: jax.jit(lambda x, impl=impl: ops.topk(x, k, impl=impl))
+               for impl in native_impls()}
+        peer_ms = 1e3 * seconds_per_call(fns["lax"], x)
+        for impl in native_impls():
+            row = {"impl": impl, "batch": b, "n": n, "k": k, "auto": impl == auto,
+                   "peer": "lax", "peer_ms": round(peer_ms, 3), "bytes": nbytes,
+                   "floor_ms": round(floor_ms, 3)}
+            if impl == "pallas" and backend == "cpu":
+                yield {**row, "ms": None, "note": "interpret mode on CPU: not timed"}
+                continue
+            ms = peer_ms if impl == "lax" else 1e3 * seconds_per_call(fns[impl], x)
+            if impl == "approx" and backend != "tpu":
+                row["note"] = "approx_max_k sorts off TPU"
+            yield {**row, "ms": round(ms, 3), "speedup_vs_peer": round(peer_ms / ms, 2),
+                   "x_floor": round(ms / floor_ms, 1)}
+
+
+CASES = {"topk": bench_topk}
