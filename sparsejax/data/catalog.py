@@ -6,6 +6,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import jax
+
 from sparsejax.data import dsprites, shapes3d
 from sparsejax.data.dataset import SOURCES, FactorDataset
 from sparsejax.data.factors import FactorSpace
@@ -102,7 +104,7 @@ def _is_file(data_dir) -> bool:
 def _open(spec: DatasetSpec, source: str, data_dir) -> FactorDataset:
     if source == "procedural":
         return FactorDataset(spec.name, "procedural", spec.space, spec.observation_shape,
-                             spec.render_module.render, on_device=True)
+                             jax.jit(spec.render_module.render), on_device=True)
     if source == "file":
         from sparsejax.data import files
 
