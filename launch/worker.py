@@ -71,6 +71,14 @@ def distributed_kwargs(args: argparse.Namespace) -> dict | None:
     return kwargs
 
 
+def study_main(module_name: str):
+    """``module.main``, or ``module.__main__.main`` for a package run with -m (experiments)."""
+    module = importlib.import_module(module_name)
+    if not hasattr(module, "main"):
+        module = importlib.import_module(f"{module_name}.__main__")
+    return module.main
+
+
 def main(argv: list[str] | None = None) -> int:
     own, study = split_study_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
@@ -87,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 jax.config.update("jax_cpu_collectives_implementation", args.cpu_collectives)
             jax.distributed.initialize(**kwargs)
             tag = f"process {jax.process_index()}/{jax.process_count()}"
-        module = importlib.import_module(args.module)
-        rc = int(module.main(study) or 0)
+        rc = int(study_main(args.module)(study) or 0)
     except SystemExit as e:  # argparse inside the study
         rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception:
