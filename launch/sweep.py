@@ -125,8 +125,13 @@ def expand(grid: Sequence[tuple[str, Sequence[str]]]) -> list[Point]:
     return points
 
 
-def group_points(points: Sequence[Point], key: str | None, size: int) -> list[Task]:
-    """Chunks of ``size`` points that differ only in ``key``, in grid order; else one per task."""
+def group_points(points: Sequence[Point], key: str | None, size: int, *,
+                 contiguous: bool = False) -> list[Task]:
+    """Chunks of up to ``size`` points that differ only in ``key``, in grid order.
+
+    With ``contiguous``, a chunk holds consecutive integers only (a study that takes a first
+    seed and a count: 0,1,2 is one chunk, 0,2 two).
+    """
     if size < 1:
         raise LaunchError(f"--per-process must be >= 1, got {size}")
     if key is None or size == 1 or not points or points[0].get(key) is None:
@@ -136,40 +141,69 @@ def group_points(points: Sequence[Point], key: str | None, size: int) -> list[Ta
         cells.setdefault(tuple((k, v) for k, v in p.items if k != key), []).append(p)
     tasks = []
     for members in cells.values():
-        for i in range(0, len(members), size):
-            tasks.append(Task(tuple(members[i:i + size]), group_key=key))
+        chunk: list[Point] = []
+        for p in members:
+            if chunk and (len(chunk) == size or (contiguous and not _follows(chunk[-1], p, key))):
+                tasks.append(Task(tuple(chunk), group_key=key))
+                chunk = []
+            chunk.append(p)
+        tasks.append(Task(tuple(chunk), group_key=key))
     return tasks
+
+
+def _follows(a: Point, b: Point, key: str) -> bool:
+    try:
+        return int(b.get(key)) == int(a.get(key)) + 1
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------- studies
 
 @dataclass(frozen=True)
 class StudyProfile:
-    """How a study takes a grid point: which key it can run several of in one program."""
+    """How a study takes several points of one grid key in one program (its vmap over seeds).
 
-    group_key: str | None = None    # the grid key the study vmaps over (e.g. seed)
-    group_flag: str | None = None   # the flag that takes several values (e.g. --seeds)
+    Either ``count_flag``: the study takes the first value as ``--KEY FIRST`` and how many
+    consecutive ones as ``COUNT_FLAG N`` (``train --seed 0 --seeds 3``); or ``group_flag``:
+    one flag takes the values joined by ``group_sep`` (``--seeds 0,1,2``).
+    """
+
+    group_key: str | None = None     # the grid key the study vmaps over (e.g. seed)
+    count_flag: str | None = None    # e.g. --seeds (with --seed FIRST)
+    group_flag: str | None = None    # e.g. --seed-list (values joined)
     group_sep: str = ","
-    per_process: int = 1            # default number of points per process
+    per_process: int = 1             # the most points per process
 
 
 # Studies that train several seeds in one program through the engine's vmap. A study not
-# listed here runs one point per process; --per-process/--group-flag override either way.
+# listed here runs one point per process; --per-process, --group-key, --group-flag and
+# --group-count-flag override either way.
 STUDY_PROFILES: dict[str, StudyProfile] = {
-    "collapse": StudyProfile(group_key="seed", group_flag="--seeds", per_process=3),
+    "train": StudyProfile(group_key="seed", count_flag="--seeds", per_process=3),
+    "collapse": StudyProfile(group_key="seed", count_flag="--seeds", per_process=3),
 }
 
 
-def task_flags(task: Task, group_flag: str | None, group_sep: str) -> list[str]:
-    """The study flags of a task: ``--KEY VALUE`` per key; the grouped key once, joined."""
+def task_flags(task: Task, group_flag: str | None = None, group_sep: str = ",",
+               count_flag: str | None = None) -> list[str]:
+    """The study flags of a task: ``--KEY VALUE`` per key; the grouped key once."""
     flags: list[str] = []
     first = task.points[0]
     for key, value in first.items:
         if key == task.group_key and len(task.points) > 1:
-            if not group_flag:
-                raise LaunchError(f"grouping {len(task.points)} points per process needs the flag "
-                                  f"that takes several {key!r} values; pass --group-flag")
-            flags += [group_flag, group_sep.join(p.get(key) for p in task.points)]
+            values = [p.get(key) for p in task.points]
+            if count_flag:
+                if not all(_follows(a, b, key) for a, b in zip(task.points, task.points[1:])):
+                    raise LaunchError(f"{count_flag} runs consecutive {key} values only, got "
+                                      f"{values}")
+                flags += [f"--{key}", value, count_flag, str(len(values))]
+            elif group_flag:
+                flags += [group_flag, group_sep.join(values)]
+            else:
+                raise LaunchError(f"grouping {len(task.points)} points per process needs the "
+                                  f"flag that takes several {key!r} values; pass --group-flag "
+                                  "or --group-count-flag")
         else:
             flags += [f"--{key}", value]
     return flags
@@ -177,9 +211,10 @@ def task_flags(task: Task, group_flag: str | None, group_sep: str) -> list[str]:
 
 def task_argv(task: Task, *, python: str, module: str, study: str, extra: Sequence[str],
               out_dir: str, resume: bool, group_flag: str | None = None, group_sep: str = ",",
-              out_flag: str = "--out", resume_flag: str = "--resume") -> list[str]:
-    argv = [python, "-m", module, study, *extra, *task_flags(task, group_flag, group_sep),
-            out_flag, out_dir]
+              count_flag: str | None = None, out_flag: str = "--out",
+              resume_flag: str = "--resume") -> list[str]:
+    argv = [python, "-m", module, study, *extra,
+            *task_flags(task, group_flag, group_sep, count_flag), out_flag, out_dir]
     if resume and resume_flag:
         argv.append(resume_flag)
     return argv
@@ -295,26 +330,29 @@ def write_json_atomic(path: Path, record: Mapping) -> None:
 
 
 def plan(points: Sequence[Point], done: Mapping[str, str], group_key: str | None,
-         per_process: int, shard: tuple[int, int] = (0, 1)) -> tuple[list[Task], int]:
+         per_process: int, shard: tuple[int, int] = (0, 1), *,
+         contiguous: bool = False) -> tuple[list[Task], int]:
     """The tasks still to run in this shard, and how many of the shard's points are done.
 
     Shares are cut from the task list of the whole grid, so they stay the same from run to
-    run; points already done are dropped from their task.
+    run; points already done are dropped from their task (which splits it where its values
+    must stay consecutive).
     """
     index, count = shard
     todo, finished = [], 0
-    for i, task in enumerate(group_points(points, group_key, per_process)):
+    for i, task in enumerate(group_points(points, group_key, per_process, contiguous=contiguous)):
         if i % count != index:
             continue
-        left = tuple(p for p in task.points if p.id not in done)
+        left = [p for p in task.points if p.id not in done]
         finished += len(task.points) - len(left)
         if left:
-            todo.append(Task(left, task.group_key))
+            todo += group_points(left, task.group_key, len(left), contiguous=contiguous) \
+                if task.group_key else [Task(tuple(left))]
     return todo, finished
 
 
 def auto_per_process(points: Sequence[Point], group_key: str | None, most: int, devices: int,
-                     shard: tuple[int, int] = (0, 1)) -> int:
+                     shard: tuple[int, int] = (0, 1), *, contiguous: bool = False) -> int:
     """The most points per process (up to ``most``) that still leaves no device idle.
 
     Running S seeds in one program fills a device better than one, but not if it leaves
@@ -322,7 +360,8 @@ def auto_per_process(points: Sequence[Point], group_key: str | None, most: int, 
     on 8 chips, one per process on 12.
     """
     for size in range(most, 1, -1):
-        tasks = [t for i, t in enumerate(group_points(points, group_key, size))
+        tasks = [t for i, t in enumerate(group_points(points, group_key, size,
+                                                      contiguous=contiguous))
                  if i % shard[1] == shard[0]]
         if len(tasks) >= devices:
             return size
@@ -378,6 +417,7 @@ class SweepConfig:
     group_key: str | None = None
     group_flag: str | None = None
     group_sep: str = ","
+    count_flag: str | None = None
     per_process: int = 1
     shard: tuple[int, int] = (0, 1)
     retries: int = 0
@@ -391,13 +431,18 @@ class SweepConfig:
         return task_argv(task, python=self.python, module=self.module, study=self.study,
                          extra=self.extra, out_dir=str(self.out / task.id), resume=resume,
                          group_flag=self.group_flag, group_sep=self.group_sep,
-                         out_flag=self.out_flag, resume_flag=self.resume_flag)
+                         count_flag=self.count_flag, out_flag=self.out_flag,
+                         resume_flag=self.resume_flag)
+
+    def plan(self, done: Mapping[str, str]) -> tuple[list[Task], int]:
+        return plan(expand(self.grid), done, self.group_key, self.per_process, self.shard,
+                    contiguous=self.count_flag is not None)
 
 
 def dry_run_lines(cfg: SweepConfig) -> list[str]:
     """The commands, slots shown round-robin (a real sweep hands out slots as they free up)."""
     done = done_points(cfg.out) if cfg.out.exists() else {}
-    todo, _ = plan(expand(cfg.grid), done, cfg.group_key, cfg.per_process, cfg.shard)
+    todo, _ = cfg.plan(done)
     lines = []
     for i, task in enumerate(todo):
         slot = i % len(cfg.devices)
@@ -462,14 +507,13 @@ class Sweep:
     def _loop(self) -> int:
         cfg = self.cfg
         points = expand(cfg.grid)
-        todo, finished = plan(points, done_points(cfg.out), cfg.group_key, cfg.per_process,
-                              cfg.shard)
+        todo, finished = cfg.plan(done_points(cfg.out))
         write_json_atomic(sweep_dir(cfg.out) / "plan.json", {
             "study": cfg.study, "module": cfg.module, "grid": cfg.grid, "extra": cfg.extra,
             "per_process": cfg.per_process, "shard": list(cfg.shard),
             "tasks": [{"task": t.id, "points": [p.id for p in t.points]} for t in todo]})
         self.log(f"[sweep] {len(points)} points; {finished} already done in this shard, "
-                 f"{sum(len(t.points) for t in todo)} to run as {len(todo)} tasks on "
+                 f"{sum(len(t.points) for t in todo)} to run as {len(todo)} task(s) on "
                  f"{len(cfg.devices)} {cfg.platform} device(s)")
         pending: deque[tuple[Task, int]] = deque((t, 0) for t in todo)
         free = list(range(len(cfg.devices)))
@@ -563,7 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "profile, as many as keep every device busy)")
     p.add_argument("--group-key", default=None, help="the grid key grouped per process (e.g. seed)")
     p.add_argument("--group-flag", default=None,
-                   help="the study flag taking several values of --group-key (e.g. seeds)")
+                   help="the study flag taking several values of --group-key, joined by "
+                        "commas (e.g. seed-list -> --seed-list 0,1,2)")
+    p.add_argument("--group-count-flag", default=None,
+                   help="or: the study flag taking how many consecutive values follow "
+                        "--KEY FIRST (e.g. seeds -> --seed 0 --seeds 3)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N shares")
     p.add_argument("--retries", type=int, default=0, help="rerun a failed task (with --resume) up to N times")
     p.add_argument("--grace", type=float, default=120.0,
@@ -576,17 +624,20 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace, extra: list[str]) -> SweepConfig:
     profile = STUDY_PROFILES.get(args.study, StudyProfile())
     group_key = args.group_key or profile.group_key
-    group_flag = args.group_flag or profile.group_flag
-    if group_flag and not group_flag.startswith("-"):
-        group_flag = f"--{group_flag}"
+    if args.group_flag and args.group_count_flag:
+        raise LaunchError("pass --group-flag or --group-count-flag, not both")
+    if args.group_flag or args.group_count_flag:
+        group_flag, count_flag = _dashed(args.group_flag), _dashed(args.group_count_flag)
+    else:
+        group_flag, count_flag = profile.group_flag, profile.count_flag
     platform, devices = resolve_devices(args.platform, args.devices)
     grid = parse_grid(args.grid)
     shard = parse_shard(args.shard)
     if args.per_process is not None:
         per_process = args.per_process
-    elif group_flag:
-        per_process = auto_per_process(expand(grid), group_key, profile.per_process,
-                                       len(devices), shard)
+    elif group_flag or count_flag:
+        per_process = auto_per_process(expand(grid), group_key, profile.per_process or 3,
+                                       len(devices), shard, contiguous=count_flag is not None)
     else:
         per_process = 1
     for key, _ in grid:
@@ -595,8 +646,12 @@ def config_from_args(args: argparse.Namespace, extra: list[str]) -> SweepConfig:
     return SweepConfig(study=args.study, grid=grid, out=Path(args.out), extra=extra,
                        module=args.module, python=args.python, platform=platform,
                        devices=devices, group_key=group_key, group_flag=group_flag,
-                       per_process=per_process, shard=shard,
+                       count_flag=count_flag, per_process=per_process, shard=shard,
                        retries=args.retries, grace_s=args.grace, port_base=args.port_base)
+
+
+def _dashed(flag: str | None) -> str | None:
+    return flag if not flag or flag.startswith("-") else f"--{flag}"
 
 
 def main(argv: list[str] | None = None) -> int:

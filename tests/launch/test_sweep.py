@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from launch.common import LaunchError
-from launch.sweep import (Task, auto_per_process, device_env, dry_run_lines, expand,
-                          group_points, main, parse_grid, parse_shard, plan, task_argv)
+from launch.sweep import (Task, auto_per_process, device_env, expand, group_points, main,
+                          parse_grid, parse_shard, plan, task_argv, task_flags)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = "tests.launch.fake_study"
@@ -71,6 +71,19 @@ def test_grouping_puts_seeds_of_one_cell_in_one_process():
                     "topk", "--seeds", "0,1", "--out", "O/x", "--resume"]
     assert [t.id for t in group_points(points, "seed", 1)] == [p.id for p in points]
     assert len(group_points(points, "absent", 3)) == 6
+
+
+def test_seeds_given_as_first_and_count_stay_consecutive():
+    points = expand(parse_grid(["seed=0,1,2,5,6"]))
+    tasks = group_points(points, "seed", 3, contiguous=True)
+    assert [t.id for t in tasks] == ["seed=0+1+2", "seed=5+6"]
+    assert task_flags(tasks[1], count_flag="--seeds") == ["--seed", "5", "--seeds", "2"]
+    assert task_flags(Task((points[0],), "seed"), count_flag="--seeds") == ["--seed", "0"]
+    with pytest.raises(LaunchError, match="consecutive seed values only"):
+        task_flags(Task((points[0], points[2]), "seed"), count_flag="--seeds")
+    # seed 1 finished in an earlier run: its task is split around it
+    todo, finished = plan(points, {"seed=1": "seed=1"}, "seed", 3, contiguous=True)
+    assert finished == 1 and [t.id for t in todo] == ["seed=0", "seed=2", "seed=5+6"]
 
 
 def test_grouping_without_a_flag_is_a_clear_error():
@@ -136,9 +149,9 @@ def test_dry_run_prints_exactly_the_commands(tmp_path, capsys):
     common = "python -m experiments collapse --preset paper"
     assert lines == [
         f"SPARSEJAX_SWEEP_SLOT=0 JAX_COORDINATOR_ADDRESS=127.0.0.1:8477 CUDA_VISIBLE_DEVICES=0 "
-        f"{common} --dataset dsprites --seeds 0,1,2 --out {out}/dataset=dsprites,seed=0+1+2",
+        f"{common} --dataset dsprites --seed 0 --seeds 3 --out {out}/dataset=dsprites,seed=0+1+2",
         f"SPARSEJAX_SWEEP_SLOT=1 JAX_COORDINATOR_ADDRESS=127.0.0.1:8479 CUDA_VISIBLE_DEVICES=1 "
-        f"{common} --dataset shapes3d --seeds 0,1,2 --out {out}/dataset=shapes3d,seed=0+1+2",
+        f"{common} --dataset shapes3d --seed 0 --seeds 3 --out {out}/dataset=shapes3d,seed=0+1+2",
     ]
     assert not out.exists()  # a dry run writes nothing
     # the study's profile (3 seeds per process) is overridden by --per-process
@@ -293,3 +306,23 @@ def test_failing_study_is_reported_with_its_log(tmp_path):
     assert r.returncode == 1
     assert "FAIL  a=x: exit code 2" in r.stderr
     assert "the following arguments are required: --ledger" in r.stderr  # the log's tail
+
+
+@pytest.mark.slow
+def test_the_engine_train_study_runs_through_the_same_path(tmp_path):
+    """The real `train` study: two seeds of one cell become one process (--seed 0 --seeds 2)."""
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "launch.sweep", "train", "--grid", "seed=0,1", "--platform",
+            "cpu", "--devices", "1", "--out", str(out), "--", "--dataset", "dsprites",
+            "--method", "topk", "--preset", "smoke", "--epochs", "1", "--steps-per-epoch", "2",
+            "--set", "num_units=32", "--set", "schedule.start=16", "--set", "schedule.end=8",
+            "--set", "schedule.length=1", "--set", "eval_size=64", "--set", "eval_batch=32",
+            "--no-tensorboard"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + (out / ".sweep" / "logs" / "seed=0+1.log").read_text()
+    results = json.loads((out / "seed=0+1" / "results.json").read_text())
+    assert (results["config"]["seed"], results["config"]["num_seeds"]) == (0, 2)
+    assert sorted({rec["seed"] for rec in results["history"]}) == [0, 1]
+    again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "2 already done in this shard, 0 to run" in again.stderr
