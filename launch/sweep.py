@@ -353,19 +353,22 @@ def plan(points: Sequence[Point], done: Mapping[str, str], group_key: str | None
 
 def auto_per_process(points: Sequence[Point], group_key: str | None, most: int, devices: int,
                      shard: tuple[int, int] = (0, 1), *, contiguous: bool = False) -> int:
-    """The most points per process (up to ``most``) that still leaves no device idle.
+    """Points per process (1..``most``): the fewest waves of tasks over the devices, and
+    among those the fewest points per task.
 
-    Running S seeds in one program fills a device better than one, but not if it leaves
-    other devices without work: 4 cells x 3 seeds run 3 per process on 4 chips, 2 (and 1)
-    on 8 chips, one per process on 12.
+    A task of S vmapped seeds takes longer than one of a single seed, but less than S of
+    them; the wall time is about (waves) x (time of a task). So 4 cells x 3 seeds run 3 per
+    process on 4 devices (1 wave), 2 per process on 8 (1 wave, faster tasks), 1 on 12.
     """
-    for size in range(most, 1, -1):
-        tasks = [t for i, t in enumerate(group_points(points, group_key, size,
-                                                      contiguous=contiguous))
-                 if i % shard[1] == shard[0]]
-        if len(tasks) >= devices:
-            return size
-    return 1
+    best, best_waves = 1, None
+    for size in range(1, max(1, most) + 1):
+        tasks = sum(1 for i, _ in enumerate(group_points(points, group_key, size,
+                                                          contiguous=contiguous))
+                    if i % shard[1] == shard[0])
+        waves = -(-tasks // devices)
+        if best_waves is None or waves < best_waves:
+            best, best_waves = size, waves
+    return best
 
 
 def _try_lock(path: Path) -> int | None:

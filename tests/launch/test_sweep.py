@@ -106,14 +106,15 @@ def test_plan_skips_done_points_and_shards_partition_the_tasks():
     assert finished == 1 and todo[0].id == "a=x,seed=1" and len(todo) == 3
 
 
-def test_points_per_process_never_leave_a_device_idle():
+def test_points_per_process_take_the_fewest_waves_then_the_smallest_tasks():
     points = expand(parse_grid(["dataset=d,s", "method=t,l", "seed=0,1,2"]))  # 4 cells x 3
-    assert auto_per_process(points, "seed", 3, devices=4) == 3
-    assert auto_per_process(points, "seed", 3, devices=6) == 2
-    assert auto_per_process(points, "seed", 3, devices=8) == 2  # 0+1 and 2: 8 tasks
-    assert auto_per_process(points, "seed", 3, devices=9) == 1
+    assert auto_per_process(points, "seed", 3, devices=4) == 3    # 4 tasks: 1 wave
+    assert auto_per_process(points, "seed", 3, devices=6) == 3    # 2 per process: 8 tasks
+    assert auto_per_process(points, "seed", 3, devices=8) == 2    # 8 tasks: 1 wave
+    assert auto_per_process(points, "seed", 3, devices=12) == 1
     assert auto_per_process(points, "seed", 3, devices=2, shard=(0, 2)) == 3
     assert auto_per_process(points, "seed", 3, devices=4, shard=(1, 2)) == 2
+    assert auto_per_process(points, None, 3, devices=1) == 1      # nothing to group
 
 
 def test_parse_shard():
