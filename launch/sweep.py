@@ -459,6 +459,7 @@ class Sweep:
         self.cfg = cfg
         self.log = log
         self.stop_signal: int | None = None
+        self.running: list[Running] = []
 
     def _start(self, task: Task, slot: int, lock_fd: int, attempt: int) -> Running:
         cfg = self.cfg
@@ -502,6 +503,11 @@ class Sweep:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             return self._loop()
+        except BaseException:
+            if self.running:  # do not leave tasks behind on an unexpected error
+                self.stop_signal = self.stop_signal or signal.SIGTERM
+                self._interrupt(self.running)
+            raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -520,7 +526,7 @@ class Sweep:
                  f"{len(cfg.devices)} {cfg.platform} device(s)")
         pending: deque[tuple[Task, int]] = deque((t, 0) for t in todo)
         free = list(range(len(cfg.devices)))
-        running: list[Running] = []
+        running = self.running
         failed: list[tuple[Running, int]] = []
         waiting_since: dict[str, float] = {}
         while (pending or running) and self.stop_signal is None:
@@ -586,6 +592,7 @@ class Sweep:
                 os.killpg(run.proc.pid, signal.SIGKILL)
                 rc = run.proc.wait()
             self._finish(run, rc)
+        running.clear()
         self.log("[sweep] stopped; run the same command again to resume")
         return 128 + int(self.stop_signal)
 

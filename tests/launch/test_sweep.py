@@ -276,6 +276,25 @@ def test_killed_launcher_stops_its_tasks_and_the_rerun_finishes_them_once(tmp_pa
     assert rows["a=x,seed=0"]["resumed_from"] >= 3
 
 
+def test_sigterm_to_the_launcher_saves_every_task_and_the_rerun_resumes(tmp_path):
+    out, ledger = tmp_path / "sweep", tmp_path / "ledger.jsonl"
+    proc = subprocess.Popen(sweep_cmd(out, ledger, steps=30), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: all(ckpt_step(out / f"a=x,seed={s}") >= 2 for s in range(4)),
+             what="four tasks to checkpoint")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM: asking 4 running task(s) to save and stop" in err
+    assert not list((out / ".sweep" / "done").glob("*.json")) and not ledger_rows(ledger)
+    for s in range(4):
+        assert "SIGTERM: saved step" in (out / ".sweep" / "logs" / f"a=x,seed={s}.log").read_text()
+    again = run_sweep(sweep_cmd(out, ledger, steps=30))
+    assert again.returncode == 0, again.stderr
+    rows = check_exactly_once(out, ledger, 8)
+    assert all(rows[f"a=x,seed={s}"]["resumed_from"] >= 2 for s in range(4))
+
+
 def test_grouped_tasks_and_a_second_sweep_on_the_same_out_is_refused(tmp_path):
     out, ledger = tmp_path / "sweep", tmp_path / "ledger.jsonl"
     argv = sweep_cmd(out, ledger, "--per-process", "2", "--group-key", "seed",
