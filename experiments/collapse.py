@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="study directory")
     p.add_argument("--resume", action="store_true", help="continue a study in DIR")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the preset's)")
+    p.add_argument("--seed", type=int, help="the first seed (default 0)")
     p.add_argument("--datasets", nargs="+", help=f"subset of {list(DATASETS)}")
     p.add_argument("--methods", nargs="+", help=f"subset of {list(METHODS)}")
     p.add_argument("--no-baseline", action="store_true", help="skip the dense VAE baseline")
@@ -236,6 +237,8 @@ def config_from_args(args) -> CollapseConfig:
     overrides: dict[str, Any] = {"source": args.source, "data_dir": args.data_dir}
     if args.seeds is not None:
         overrides["num_seeds"] = args.seeds
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     if args.datasets:
         overrides["datasets"] = tuple(args.datasets)
     if args.methods:
