@@ -96,8 +96,3 @@ class Checkpointer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def abstract_like(state_or_shapes: Any, sharding) -> Any:
-    """``ShapeDtypeStruct`` leaves with ``sharding``, for :meth:`Checkpointer.restore`."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                        state_or_shapes)

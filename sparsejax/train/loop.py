@@ -34,12 +34,12 @@ from flax import nnx
 
 from sparsejax.data import SPECS, FactorDataset, get_dataset
 from sparsejax.train import config as config_lib
-from sparsejax.train.checkpoint import Checkpointer, abstract_like
+from sparsejax.train.checkpoint import Checkpointer
 from sparsejax.train.config import ConfigError, TrainConfig
 from sparsejax.train.evaluate import EvalResult, RunEval, default_metrics, make_evaluator
 from sparsejax.train.logs import METRICS_FILE, MetricsLog, Progress
-from sparsejax.train.state import (LOSS_TERMS, TrainState, init_state, model_graphdef,
-                                   start_epoch)
+from sparsejax.train.state import (LOSS_TERMS, TrainState, abstract_state, init_state,
+                                   model_graphdef, start_epoch)
 from sparsejax.train.step import check_batch, host_batch, make_mesh, make_train_step, replicated
 
 CONFIG_FILE = "config.json"
@@ -132,7 +132,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     ckpt = Checkpointer(ckpt_dir, keep=cfg.keep_checkpoints)
     log = MetricsLog(out, cfg.seeds, tensorboard=tensorboard)
     try:
-        abstract = abstract_like(jax.eval_shape(lambda: init_state(cfg, channels)), rep)
+        abstract = abstract_state(cfg, channels, rep)
         if resume and ckpt.latest_step() is not None:
             state, meta = ckpt.restore(abstract)
             epoch, j = int(meta["epoch"]), int(meta["step_in_epoch"])
@@ -384,7 +384,6 @@ def load_run(out_dir: str | Path, *, devices=None) -> TrainResult:
     mesh = make_mesh(devices)
     rep = replicated(mesh)
     with Checkpointer(out / CHECKPOINT_DIR) as ckpt:
-        state, _ = ckpt.restore(abstract_like(jax.eval_shape(lambda: init_state(cfg, channels)),
-                                              rep))
+        state, _ = ckpt.restore(abstract_state(cfg, channels, rep))
     return TrainResult(cfg, MetricsLog(out, (), tensorboard=False).records(), state,
                        model_graphdef(cfg, channels), "done", out)

@@ -8,6 +8,7 @@ outside the state; ``params`` is the ``nnx.State`` of its parameters.
 from __future__ import annotations
 
 import flax.struct
+import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
@@ -93,10 +94,25 @@ def start_epoch(state: TrainState) -> TrainState:
 
 
 def init_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:
-    """The states of all ``cfg.seeds``, stacked on a leading axis S (placed by ``sharding``)."""
-    seeds = jnp.asarray(cfg.seeds, jnp.uint32)
-    init = jax.jit(jax.vmap(lambda s: init_one(cfg, channels, s)), out_shardings=sharding)
-    return init(seeds)
+    """The states of all ``cfg.seeds``, stacked on a leading axis S (placed by ``sharding``).
+
+    Each run is initialised on its own, eagerly: this is exactly S separate runs, and it
+    avoids compiling one large program of random initialisers (slow on XLA:CPU) for a
+    computation that runs once.
+    """
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        runs = [init_one(cfg, channels, jnp.uint32(s)) for s in cfg.seeds]
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *runs)
+    return jax.device_put(stacked, sharding) if sharding is not None else \
+        jax.tree.map(jnp.asarray, stacked)
+
+
+def abstract_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:
+    """Shapes, dtypes (and ``sharding``) of :func:`init_state`'s result; nothing is computed."""
+    seeds = jax.ShapeDtypeStruct((cfg.num_seeds,), jnp.uint32)
+    shapes = jax.eval_shape(jax.vmap(lambda s: init_one(cfg, channels, s)), seeds)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        shapes)
 
 
 def seed_slice(state: TrainState, i: int) -> TrainState:

@@ -1,0 +1,122 @@
+"""The sparse layer, the VAE-SAE hybrid and the dense VAE against numpy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sparsejax.models.sparse_layer import ReLU, SparseLayer, TopK, make_sparsifier
+from sparsejax.models.vae import VAE, VAEOutputs, loss_terms, total_loss
+
+
+def _np_relu_topk(pre, k):
+    out = np.zeros_like(pre)
+    for r in range(pre.shape[0]):
+        idx = np.argsort(-pre[r], kind="stable")[:k]
+        out[r, idx] = pre[r, idx]
+    return np.maximum(out, 0)
+
+
+def test_topk_sparsifier_matches_numpy_for_traced_k(rng):
+    pre = rng.normal(size=(5, 40)).astype(np.float32)
+    f = jax.jit(lambda p, k: TopK(40)(p, k))
+    for k in (40, 17, 3, 1):
+        np.testing.assert_array_equal(f(jnp.asarray(pre), jnp.int32(k)), _np_relu_topk(pre, k))
+    assert f._cache_size() == 1  # one compilation for every k
+
+
+def test_relu_sparsifier_ignores_k(rng):
+    pre = rng.normal(size=(3, 7)).astype(np.float32)
+    np.testing.assert_array_equal(ReLU()(jnp.asarray(pre), 2), np.maximum(pre, 0))
+    with pytest.raises(ValueError, match="sparsifier"):
+        make_sparsifier("dense", 7)
+
+
+def test_sparse_layer_against_numpy(rng):
+    layer = SparseLayer(6, 12, TopK(12), rngs=nnx.Rngs(0))
+    f = rng.normal(size=(4, 6)).astype(np.float32)
+    out = layer(jnp.asarray(f), 3)
+    W, b = np.asarray(layer.enc.kernel[...]), np.asarray(layer.enc.bias[...])
+    Wd, bd = np.asarray(layer.dec.kernel[...]), np.asarray(layer.dec.bias[...])
+    pre = f @ W + b
+    h = _np_relu_topk(pre, 3)
+    np.testing.assert_allclose(out.pre, pre, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.h, h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.recon, h @ Wd + bd, rtol=1e-5, atol=1e-5)
+
+
+def test_topk_gradient_reaches_kept_units_only(rng):
+    layer = SparseLayer(6, 12, TopK(12), rngs=nnx.Rngs(0))
+    f = jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)
+    pre = layer(f, 3).pre
+    g = jax.grad(lambda p: jnp.sum(TopK(12)(p, 3) * jnp.arange(1.0, 13.0)))(pre)
+    kept = np.asarray(_np_relu_topk(np.asarray(pre), 3) > 0)
+    np.testing.assert_array_equal(np.asarray(g) != 0, kept)
+
+
+def _np_losses(out, x):
+    logits, xb = np.asarray(out.logits, np.float64), np.asarray(x, np.float64)
+    p = 1 / (1 + np.exp(-logits))
+    recon = -(xb * np.log(p) + (1 - xb) * np.log(1 - p)).reshape(len(x), -1).sum(1)
+    mu, lv = np.asarray(out.mu, np.float64), np.asarray(out.logvar, np.float64)
+    kl = 0.5 * (mu**2 + np.exp(lv) - lv - 1).sum(1)
+    h = np.asarray(out.h, np.float64)
+    sae = ((np.asarray(out.sae_recon, np.float64) - np.asarray(out.sae_target)) ** 2).sum(1)
+    return {"recon": recon.mean(), "kl": kl.mean(), "sae": sae.mean(),
+            "l1": np.abs(h).sum(1).mean(), "l0": (h != 0).sum(1).mean()}
+
+
+@pytest.mark.parametrize("method,placement,channels",
+                         [("topk", "hidden", 1), ("l1", "latent", 3), ("dense", "hidden", 1)])
+def test_forward_exposes_intermediates_and_losses_match_numpy(method, placement, channels, rng):
+    model = VAE(channels, method=method, num_units=32, placement=placement, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rng.uniform(size=(3, 64, 64, channels)) > 0.5, jnp.float32)
+    eps = jnp.asarray(rng.normal(size=(3, 10)), jnp.float32)
+    out = model(x, eps, jnp.int32(5))
+    assert isinstance(out, VAEOutputs)
+    assert out.logits.shape == x.shape and out.mu.shape == (3, 10) and out.f.shape == (3, 256)
+    terms = loss_terms(out, x)
+    if method == "dense":
+        assert out.h is None and float(terms["sae"]) == float(terms["l0"]) == 0.0
+        return
+    assert out.pre.shape == out.h.shape == (3, 32)
+    if method == "topk":
+        assert np.all(np.sum(np.asarray(out.h) != 0, 1) <= 5)
+    centre = out.mu if placement == "hidden" else out.sae_recon
+    np.testing.assert_allclose(out.z, centre + np.exp(0.5 * out.logvar) * eps, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(out.sae_target, out.f if placement == "hidden" else out.mu)
+    want = _np_losses(out, x)
+    for name, v in want.items():
+        np.testing.assert_allclose(float(terms[name]), v, rtol=1e-4, atol=1e-4, err_msg=name)
+    per_example = loss_terms(out, x, reduce=False)
+    assert per_example["recon"].shape == (3,)
+    total = total_loss(terms, beta=2.0, sae_weight=0.5, l1_coef=0.1)
+    np.testing.assert_allclose(float(total), want["recon"] + 2 * want["kl"] + 0.5 * want["sae"]
+                               + 0.1 * want["l1"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("placement", ["hidden", "latent"])
+def test_sae_target_is_stop_gradiented(placement, rng):
+    """The SAE reconstructs stop_gradient(f): the term cannot shrink f through its target
+    (it still trains the encoder through its input h, as any layer on the path does)."""
+    model = VAE(1, method="topk", num_units=32, placement=placement, rngs=nnx.Rngs(0))
+    gd, params = nnx.split(model)
+    x = jnp.asarray(rng.uniform(size=(2, 64, 64, 1)), jnp.float32)
+
+    def probe(field):
+        def f(p):
+            out = nnx.merge(gd, p)(x, jnp.zeros((2, 10)), 8)
+            return jnp.sum(getattr(out, field) * jnp.arange(1.0, getattr(out, field).shape[1] + 1))
+        return jax.tree.leaves(jax.grad(f)(params)["encoder"])
+
+    assert all(float(jnp.abs(g).max()) == 0 for g in probe("sae_target"))
+    assert any(float(jnp.abs(g).max()) > 0 for g in probe("f" if placement == "hidden" else "mu"))
+
+
+def test_unknown_method_or_placement():
+    with pytest.raises(ValueError, match="method"):
+        VAE(1, method="topq", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="placement"):
+        VAE(1, placement="middle", rngs=nnx.Rngs(0))
