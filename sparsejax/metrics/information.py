@@ -224,8 +224,12 @@ def histogram_bins(codes_NxK, num_bins: int = 20) -> jax.Array:
       ValueError: wrong rank, no samples, a non-finite value, or a column whose range is too
         narrow for ``num_bins`` distinct float64 edges (numpy refuses these too).
     """
-    x, e = histogram_intervals(codes_NxK, num_bins)
-    return _count_edges_below(x, jnp.asarray(e[:, 1:-1]))
+    return interval_ids(*histogram_intervals(codes_NxK, num_bins))
+
+
+def interval_ids(x_NxK, e_KxE) -> jax.Array:
+    """The bin id of every entry of :func:`histogram_intervals` output: int32 ``[N, K]``."""
+    return _count_edges_below(x_NxK, jnp.asarray(e_KxE[:, 1:-1]))
 
 
 # --------------------------------------------------------------------------------------

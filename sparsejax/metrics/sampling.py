@@ -83,3 +83,32 @@ def sample_train_test(representation_fn: RepresentationFn, dataset: FactorDatase
     k_train, k_test = jax.random.split(prng_key(key))
     return (*sample_codes(representation_fn, dataset, k_train, num_train, batch_size),
             *sample_codes(representation_fn, dataset, k_test, num_test, batch_size))
+
+
+def labelled_codes(codes_NxK, factors_NxF, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Checks a sample for the sklearn-based scores; returns float64 codes and int factors.
+
+    Raises ValueError for a wrong rank, mismatched sample counts or non-integer factors.
+    """
+    if np.ndim(codes_NxK) != 2:
+        raise ValueError(f"codes_{split} must be [N, K], got shape {np.shape(codes_NxK)}")
+    if np.ndim(factors_NxF) != 2:
+        raise ValueError(f"factors_{split} must be [N, F], got shape {np.shape(factors_NxF)}")
+    codes, factors = np.asarray(codes_NxK, np.float64), np.asarray(factors_NxF)
+    if codes.shape[0] != factors.shape[0]:
+        raise ValueError(f"codes_{split} has {codes.shape[0]} samples but factors_{split} has "
+                         f"{factors.shape[0]}: expected one factor row per code row")
+    if codes.shape[0] == 0:
+        raise ValueError(f"codes_{split} has no samples")
+    if not np.issubdtype(factors.dtype, np.integer):
+        raise ValueError(f"factors_{split} must be integer class labels, got dtype {factors.dtype}")
+    if not np.isfinite(codes).all():
+        raise ValueError(f"codes_{split} has non-finite values: expected finite codes")
+    return codes, factors.astype(np.int64)
+
+
+def check_split_pair(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]):
+    """Raises ValueError unless train and test have the same code and factor dimensions."""
+    if train[0].shape[1] != test[0].shape[1] or train[1].shape[1] != test[1].shape[1]:
+        raise ValueError(f"train has {train[0].shape[1]} codes and {train[1].shape[1]} factors "
+                         f"but test has {test[0].shape[1]} and {test[1].shape[1]}")
