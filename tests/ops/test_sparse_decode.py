@@ -82,9 +82,9 @@ def test_bad_shapes():
         sparse_decode(jnp.ones((2, 3)), jnp.ones((2, 3), jnp.int32), W, jnp.ones(4))
 
 
-def dense_encode(x, W, b, k, mask, k_aux):
+def dense_encode(x, off, W, b, k, mask, k_aux):
     """Reference: the dense pre-activations and two plain top-k's (autodiff does the rest)."""
-    pre = x @ W.T + b
+    pre = (x - off) @ W + b
     v, i = topk_values_indices(pre, k, impl="lax")
     va, ia = topk_values_indices(jnp.where(mask, pre, -jnp.inf), k_aux, impl="lax")
     return v, i, jnp.where(mask[ia], va, 0), ia
@@ -94,40 +94,42 @@ def dense_encode(x, W, b, k, mask, k_aux):
 def test_topk_encode_equals_dense_with_grads(n_dead, rng):
     b, d, n, k, k_aux = 6, 10, 40, 5, 8
     x = jnp.asarray(rng.standard_normal((b, d)), jnp.float32)
-    W = jnp.asarray(rng.standard_normal((n, d)), jnp.float32)
+    W = jnp.asarray(rng.standard_normal((d, n)), jnp.float32)
     bias = jnp.asarray(rng.standard_normal(n), jnp.float32)
     mask = jnp.asarray(rng.permutation(n) < n_dead)
     wv, wa = (jnp.asarray(rng.standard_normal((b, m)), jnp.float32) for m in (k, k_aux))
 
+    off = jnp.asarray(rng.standard_normal(d), jnp.float32)
+
     def loss(enc):
-        def f(x, W, bias):
-            v, _, va, _ = enc(x, W, bias)
+        def f(x, off, W, bias):
+            v, _, va, _ = enc(x, off, W, bias)
             return jnp.sum(wv * jax.nn.relu(v)) + jnp.sum(wa * va)
         return f
 
-    sparse = lambda x, W, bias: tuple(  # noqa: E731
-        topk_encode(x, W, bias, k, aux_mask=mask, k_aux=k_aux, impl="lax"))
-    dense = lambda x, W, bias: dense_encode(x, W, bias, k, mask, k_aux)  # noqa: E731
-    got, ref = sparse(x, W, bias), dense(x, W, bias)
+    sparse = lambda x, off, W, bias: tuple(  # noqa: E731
+        topk_encode(x, W, bias, k, aux_mask=mask, k_aux=k_aux, impl="lax", x_offset=off))
+    dense = lambda x, off, W, bias: dense_encode(x, off, W, bias, k, mask, k_aux)  # noqa: E731
+    got, ref = sparse(x, off, W, bias), dense(x, off, W, bias)
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got[1], ref[1])
     np.testing.assert_allclose(got[2], ref[2], rtol=1e-5, atol=1e-5)
     valid = np.asarray(mask)[np.asarray(ref[3])]
     np.testing.assert_array_equal(np.where(valid, got[3], -1), np.where(valid, ref[3], -1))
-    g = jax.jit(jax.grad(loss(sparse), argnums=(0, 1, 2)))(x, W, bias)
-    g_ref = jax.grad(loss(dense), argnums=(0, 1, 2))(x, W, bias)
+    g = jax.jit(jax.grad(loss(sparse), argnums=(0, 1, 2, 3)))(x, off, W, bias)
+    g_ref = jax.grad(loss(dense), argnums=(0, 1, 2, 3))(x, off, W, bias)
     for a, r in zip(g, g_ref):
         np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
 
 
 def test_topk_encode_traced_k(rng):
     x = jnp.asarray(rng.standard_normal((4, 8)), jnp.float32)
-    W = jnp.asarray(rng.standard_normal((30, 8)), jnp.float32)
+    W = jnp.asarray(rng.standard_normal((8, 30)), jnp.float32)
     bias = jnp.zeros(30)
     f = jax.jit(lambda x, k: topk_encode(x, W, bias, k, k_max=10, impl="lax").values)
     for k in (0, 3, 10):
         v = f(x, jnp.int32(k))
-        np.testing.assert_allclose(v[:, :k], jax.lax.top_k(x @ W.T, 10)[0][:, :k], rtol=1e-5)
+        np.testing.assert_allclose(v[:, :k], jax.lax.top_k(x @ W, 10)[0][:, :k], rtol=1e-5)
         np.testing.assert_array_equal(v[:, k:], 0)
     with pytest.raises(ValueError, match="k_aux=31"):
         topk_encode(x, W, bias, 2, k_aux=31)

@@ -1,0 +1,75 @@
+"""AuxK (detached residual, decoder bias once), dead-latent mask, Anthropic resampling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sparsejax.models import sae
+from sparsejax.sparsity import remedies
+
+
+def _setup(rng, n=20, d=6, b=5):
+    cfg = sae.SAEConfig(d_in=d, n_latents=n, k=3, k_aux=4, impl="lax")
+    p = sae.init_params(jax.random.key(0), cfg, b_dec=jnp.asarray(rng.standard_normal(d)))
+    x = jnp.asarray(rng.standard_normal((b, d)), jnp.float32)
+    return cfg, p, x
+
+
+def test_auxk_matches_formula_bias_once_and_residual_detached(rng):
+    cfg, p, x = _setup(rng)
+    dead = jnp.arange(20) % 3 == 0
+    out = sae.forward(p, x, 3, cfg, dead)
+    code = out.code
+    loss = remedies.auxk_loss(p, x, out.recon, code.aux_values, code.aux_indices)
+    # independent reference in numpy: e_hat = z_aux W_dec (no b_dec), normalised MSE
+    e = np.asarray(x - out.recon)
+    z_aux = np.asarray(sae.dense_code(code._replace(values=code.aux_values,
+                                                    indices=code.aux_indices), 20))
+    assert set(np.nonzero(z_aux)[1]) <= set(np.nonzero(np.asarray(dead))[0])
+    e_hat = z_aux @ np.asarray(p.W_dec)
+    ref = np.sum((e - e_hat) ** 2) / np.sum((e - e.mean(0)) ** 2)
+    np.testing.assert_allclose(loss, ref, rtol=1e-5)
+
+    # detached residual: AuxK's gradient reaches only the dead latents' encoder/decoder
+    # rows; were e attached, the main code's (alive) decoder rows would get gradient too
+    def aux_of(p):
+        o = sae.forward(p, x, 3, cfg, dead)
+        return remedies.auxk_loss(p, x, o.recon, o.code.aux_values, o.code.aux_indices)
+
+    g = jax.grad(aux_of)(p)
+    alive_rows = ~np.asarray(dead)
+    np.testing.assert_array_equal(np.asarray(g.W_dec)[alive_rows], 0)
+    np.testing.assert_array_equal(np.asarray(g.W_enc)[:, alive_rows], 0)
+    assert np.abs(np.asarray(g.W_dec)[~alive_rows]).sum() > 0
+
+
+def test_dead_mask():
+    last = jnp.array([0, 5, 9, 10])
+    np.testing.assert_array_equal(remedies.dead_mask(last, jnp.int32(10), 5), [1, 1, 0, 0])
+
+
+def test_resample_dead_rows_only(rng):
+    cfg, p, x = _setup(rng, b=64)
+    opt = optax.adam(1e-3)
+    state = opt.init(p)
+    g = jax.tree.map(jnp.ones_like, p)
+    _, state = opt.update(g, state, p)  # nonzero moments
+    dead = jnp.arange(20) < 4
+    recon = sae.forward(p, x, 3, cfg).recon
+    new, new_state = remedies.resample_dead(jax.random.key(1), p, state, opt, dead, x, recon)
+    d = np.asarray(dead)
+    np.testing.assert_array_equal(np.asarray(new.W_dec)[~d], np.asarray(p.W_dec)[~d])
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(new.W_dec)[d], axis=1), 1, rtol=1e-5)
+    # each new decoder row is a (centred, unit) input from the batch
+    cand = np.array(x - p.b_dec)
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    assert np.all(np.max(np.asarray(new.W_dec)[d] @ cand.T, axis=1) > 1 - 1e-5)
+    enc_norm = np.linalg.norm(np.asarray(new.W_enc), axis=0)
+    alive_norm = np.linalg.norm(np.asarray(p.W_enc), axis=0)[~d].mean()
+    np.testing.assert_allclose(enc_norm[d], 0.2 * alive_norm, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(new.b_enc)[d], 0)
+    mu = new_state[0].mu
+    np.testing.assert_array_equal(np.asarray(mu.W_dec)[d], 0)
+    np.testing.assert_array_equal(np.asarray(mu.W_enc)[:, d], 0)
+    assert np.all(np.asarray(mu.W_dec)[~d] != 0)
