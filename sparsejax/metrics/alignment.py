@@ -61,7 +61,8 @@ class UnitAlignment(NamedTuple):
             "alive_units": int(alive.sum()),
             "specific_units": int(self.specific_K.sum()),
             "specific_fraction_of_alive": float(self.specific_K.sum() / max(alive.sum(), 1)),
-            "mean_selectivity_alive": float(self.selectivity_K[alive].mean()) if alive.any() else 0.0,
+            "mean_selectivity_alive": (float(self.selectivity_K[alive].mean())
+                                       if alive.any() else 0.0),
             "specific_units_per_factor": dict(zip(names, self.specific_units_F.tolist())),
             "informative_units_per_factor": dict(zip(names, self.informative_units_F.tolist())),
             "selectivity_cutoff": self.selectivity_cutoff,
@@ -71,7 +72,7 @@ class UnitAlignment(NamedTuple):
 
 def alignment_from_mi(mi_KxF, entropy_F, alive_K, *, selectivity_cutoff: float = SELECTIVITY_CUTOFF,
                       min_normalized_mi: float = MIN_NORMALIZED_MI) -> UnitAlignment:
-    """Alignment statistics from an MI matrix ``[K, F]`` (nats), entropies ``[F]``, alive mask ``[K]``."""
+    """Alignment statistics from MI ``[K, F]`` (nats), entropies ``[F]`` and alive mask ``[K]``."""
     mi = np.asarray(mi_KxF, np.float64)
     h = np.asarray(entropy_F, np.float64)
     alive = np.asarray(alive_K, bool)

@@ -74,7 +74,10 @@ def _points(representation_fn, dataset, key, num_points, batch_size, images_per_
 def beta_vae_score(representation_fn: sampling.RepresentationFn, dataset, key, *,
                    batch_size: int = 64, num_train: int = 10_000, num_eval: int = 5_000,
                    images_per_call: int = 4096) -> dict:
-    """The BetaVAE score of a representation (dlib defaults): ``{"train_accuracy", "eval_accuracy"}``."""
+    """The BetaVAE score of a representation (dlib defaults).
+
+    Returns ``{"train_accuracy", "eval_accuracy"}``.
+    """
     k_train, k_eval, k_model = jax.random.split(sampling.prng_key(key), 3)
     train = _points(representation_fn, dataset, k_train, num_train, batch_size, images_per_call)
     evals = _points(representation_fn, dataset, k_eval, num_eval, batch_size, images_per_call)

@@ -92,7 +92,11 @@ def importance_gbt(train, test, seed: int = 0):
 
 def _largest_eigenvalue(a_KxK, iters: int = 50):
     v = jnp.ones((a_KxK.shape[0],), a_KxK.dtype) / jnp.sqrt(a_KxK.shape[0])
-    v = lax.fori_loop(0, iters, lambda _, v: (w := a_KxK @ v) / jnp.maximum(jnp.linalg.norm(w), 1e-30), v)
+    def power_step(_, v):
+        w = a_KxK @ v
+        return w / jnp.maximum(jnp.linalg.norm(w), 1e-30)
+
+    v = lax.fori_loop(0, iters, power_step, v)
     return v @ a_KxK @ v
 
 
@@ -139,7 +143,8 @@ def l1_logistic_fit(z_NxK, y_NxF, l1_strength, *, sizes: tuple[int, ...], steps:
         w_new, b_new = prox(yw, yb, *grad(yw, yb))
         return w_new, b_new, w, b, t_next
 
-    zero_w, zero_b = jnp.zeros((k, len(sizes), v), z_NxK.dtype), jnp.zeros((len(sizes), v), z_NxK.dtype)
+    zero_w = jnp.zeros((k, len(sizes), v), z_NxK.dtype)
+    zero_b = jnp.zeros((len(sizes), v), z_NxK.dtype)
     w, b, *_ = lax.fori_loop(0, steps, body, (zero_w, zero_b, zero_w, zero_b, jnp.float32(1.0)))
     return w, b
 

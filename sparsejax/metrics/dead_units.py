@@ -72,7 +72,7 @@ def dead_fraction(activations_NxU, threshold: float = 0.0) -> jax.Array:
 
 
 def firing_counts(activations_NxU, thresholds: Sequence[float] = DEAD_THRESHOLDS) -> jax.Array:
-    """Per threshold and unit, the number of samples with ``activation > threshold``: int32 ``[T, U]``.
+    """Per threshold and unit, the samples with ``activation > threshold``: int32 ``[T, U]``.
 
     Additive over batches: the engine sums it over the evaluation set (jit-able).
     """
@@ -148,7 +148,8 @@ def firing_stats(counts_TxU, num_samples: int, thresholds: Sequence[float] = DEA
         raise ValueError(f"density_edges must be an increasing 1-D array, got {edges}")
     freq = counts.astype(np.float64) / num_samples
     dead = counts == 0
-    dense = (freq[:, None, :] > np.asarray(dense_frequencies, np.float64)[None, :, None]).mean(axis=2)
+    cutoffs_D = np.asarray(dense_frequencies, np.float64)
+    dense = (freq[:, None, :] > cutoffs_D[None, :, None]).mean(axis=2)
     hist = np.zeros((counts.shape[0], len(edges) - 1), np.int64)
     for t in range(counts.shape[0]):
         logd = np.log10(freq[t][~dead[t]])

@@ -63,7 +63,8 @@ def _fixed_factor_batches(key, *, dataset, num_batches: int, batch_size: int):
     f = dataset.num_factors
     k_fixed, k_free, k_value = jax.random.split(key, 3)
     fixed_T = jax.random.randint(k_fixed, (num_batches,), 0, f)
-    free = dataset.sample_factors(k_free, num_batches * batch_size).reshape(num_batches, batch_size, f)
+    free = dataset.sample_factors(k_free, num_batches * batch_size)
+    free = free.reshape(num_batches, batch_size, f)
     value_TxF = dataset.sample_factors(k_value, num_batches)
     held = jnp.arange(f)[None, None, :] == fixed_T[:, None, None]
     return fixed_T, jnp.where(held, value_TxF[:, None, :], free)

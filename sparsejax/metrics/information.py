@@ -434,7 +434,8 @@ def mutual_info_intervals(x_NxK, e_KxE, y_NxF, sizes: Sequence[int]) -> jax.Arra
     _check_samples(n)
     k, num_bins = _shape_of(x_NxK)[1], int(np.shape(e_KxE)[1]) - 1
     x, y = (on_one_device(jnp.asarray(v)) for v in (x_NxK, y_NxF))
-    return _mutual_info_intervals(x.astype(jnp.float32), jnp.asarray(e_KxE, jnp.float32), y, num_bins=num_bins, sizes=sizes,
+    return _mutual_info_intervals(x.astype(jnp.float32), jnp.asarray(e_KxE, jnp.float32), y,
+                                  num_bins=num_bins, sizes=sizes,
                                   plan=_plan(k, num_bins, n))
 
 
@@ -454,7 +455,8 @@ def entropy_ids(y_NxF, sizes: Sequence[int]) -> jax.Array:
 # --------------------------------------------------------------------------------------
 
 
-def histogram_mutual_info(codes_NxK, factors_NxF, num_bins: int = 20) -> tuple[jax.Array, jax.Array]:
+def histogram_mutual_info(codes_NxK, factors_NxF,
+                          num_bins: int = 20) -> tuple[jax.Array, jax.Array]:
     """dlib's MI matrix: histogram-binned codes against discrete factors.
 
     Args:

@@ -79,7 +79,10 @@ def sample_codes(representation_fn: RepresentationFn, dataset: FactorDataset, ke
 
 def sample_train_test(representation_fn: RepresentationFn, dataset: FactorDataset, key,
                       num_train: int, num_test: int, batch_size: int = 256):
-    """Independent train and test samples: ``(codes_train, factors_train, codes_test, factors_test)``."""
+    """Independent train and test samples.
+
+    Returns ``(codes_train, factors_train, codes_test, factors_test)``.
+    """
     k_train, k_test = jax.random.split(prng_key(key))
     return (*sample_codes(representation_fn, dataset, k_train, num_train, batch_size),
             *sample_codes(representation_fn, dataset, k_test, num_test, batch_size))

@@ -12,7 +12,8 @@ def _sparse_code(rng, n=3000):
     u = [np.maximum(f[:, 0] - 0.5, 0),  # specific to factor 0
          np.maximum(f[:, 1] - 2.5 + 0.2 * rng.standard_normal(n), 0),  # factor 1
          np.maximum(f[:, 2] - 4.5 + 0.2 * rng.standard_normal(n), 0),  # factor 2
-         np.maximum(f[:, 0] / 2 + f[:, 1] / 5 + f[:, 2] / 9 - 1 + 0.1 * rng.standard_normal(n), 0),  # mixed
+         # mixes all three factors
+         np.maximum(f[:, 0] / 2 + f[:, 1] / 5 + f[:, 2] / 9 - 1 + 0.1 * rng.standard_normal(n), 0),
          np.zeros(n),  # dead
          np.maximum(rng.standard_normal(n) - 1, 0),  # alive noise
          np.maximum(f[:, 2] - 4.5, 0) * 2]  # a second unit for factor 2

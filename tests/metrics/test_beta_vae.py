@@ -25,7 +25,8 @@ def test_matches_restatement(rng):
     np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
     got = metrics.beta_vae(want[:200], labels[:200], want[200:], labels[200:], seed=4)
     model = linear_model.LogisticRegression(random_state=4).fit(want[:200], labels[:200])
-    assert got["train_accuracy"] == pytest.approx(np.mean(model.predict(want[:200]) == labels[:200]))
+    train_acc = np.mean(model.predict(want[:200]) == labels[:200])
+    assert got["train_accuracy"] == pytest.approx(train_acc)
     assert got["eval_accuracy"] == pytest.approx(model.score(want[200:], labels[200:]))
 
 

@@ -33,7 +33,8 @@ def test_dead_fraction_matches_recomputation(rng):
 
 def test_firing_counts_accumulate_over_batches(rng):
     a = _sparse_activations(rng)
-    want = np.array([[np.sum(a[:, j] > tau) for j in range(a.shape[1])] for tau in du.DEAD_THRESHOLDS])
+    want = np.array([[np.sum(a[:, j] > tau) for j in range(a.shape[1])]
+                     for tau in du.DEAD_THRESHOLDS])
     step = jax.jit(lambda c, h: c + metrics.firing_counts(h))
     counts = jnp.zeros((4, a.shape[1]), jnp.int32)
     for batch in np.array_split(a, 7):

@@ -30,7 +30,7 @@ def _dlib_votes(codes_TxSxK, fixed_T, variance_K, active_K, num_factors):
 
 def test_votes_and_accuracy_match_restatement(rng):
     t, s, k, f = 200, 16, 7, 4
-    codes = rng.standard_normal((t, s, k)).astype(np.float32) * rng.uniform(0.01, 2, k).astype(np.float32)
+    codes = (rng.standard_normal((t, s, k)) * rng.uniform(0.01, 2, k)).astype(np.float32)
     fixed = rng.integers(0, f, t)
     variance = rng.uniform(0.001, 3, k)
     active = np.sqrt(variance) >= 0.05
@@ -39,7 +39,8 @@ def test_votes_and_accuracy_match_restatement(rng):
                                   _dlib_votes(codes.astype(np.float64), fixed, variance, active, f))
     train, evals = rng.integers(0, 20, (f, k)), rng.integers(0, 20, (f, k))
     cls = np.argmax(train, axis=0)
-    want = (train[cls, np.arange(k)].sum() / train.sum(), evals[cls, np.arange(k)].sum() / evals.sum())
+    hits = lambda v: v[cls, np.arange(k)].sum() / v.sum()
+    want = (hits(train), hits(evals))
     assert metrics.factor_vae_accuracy(train, evals) == pytest.approx(want)
 
 

@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn.metrics import mutual_info_score
 
 import dlib_restated as dlib
 from sparsejax.metrics import information as info
@@ -42,7 +41,8 @@ def test_bins_values_on_and_next_to_edges_float32(rng):
     lo, hi = np.float32(rng.uniform(-3, -1)), np.float32(rng.uniform(1, 3))
     edges = np.histogram(np.array([lo, hi], np.float64), 20)[1]
     r = edges.astype(np.float32)
-    near = np.concatenate([r, np.nextafter(r, np.float32(-np.inf)), np.nextafter(r, np.float32(np.inf))])
+    inf = np.float32(np.inf)
+    near = np.concatenate([r, np.nextafter(r, -inf), np.nextafter(r, inf)])
     col = np.clip(near, lo, hi)
     col = np.concatenate([col, [lo, hi]]).astype(np.float32)
     codes = np.stack([col, rng.permutation(col), col[::-1] * np.float32(3)], axis=1)
@@ -54,7 +54,8 @@ def test_bins_values_exactly_on_float64_edges(rng):
     for _ in range(5):
         lo, hi = sorted(rng.normal(0, 5, 2))
         edges = np.histogram(np.array([lo, hi]), 20)[1]
-        col = np.concatenate([edges, np.nextafter(edges, -np.inf)[1:], np.nextafter(edges, np.inf)[:-1]])
+        col = np.concatenate([edges, np.nextafter(edges, -np.inf)[1:],
+                              np.nextafter(edges, np.inf)[:-1]])
         _assert_bins(np.stack([col, col[::-1]], axis=1))
 
 
@@ -161,11 +162,13 @@ def test_packed_counting_is_exact_at_chunk_boundaries(rng, pack):
 
 def test_exact_cross_difference(rng):
     a, b, c, d = (rng.integers(0, 1 << 24, 10_000) for _ in range(4))
-    got = np.asarray(info._exact_cross_difference(*(jnp.asarray(v, jnp.int32) for v in (a, b, c, d))))
-    want = np.array([int(p) * int(q) - int(r) * int(s) for p, q, r, s in zip(a, b, c, d)], np.float64)
+    as_int32 = lambda *vs: (jnp.asarray(v, jnp.int32) for v in vs)
+    got = np.asarray(info._exact_cross_difference(*as_int32(a, b, c, d)))
+    want = np.array([int(p) * int(q) - int(r) * int(s) for p, q, r, s in zip(a, b, c, d)],
+                    np.float64)
     np.testing.assert_allclose(got, want, rtol=1.2e-7)
-    np.testing.assert_array_equal(np.asarray(info._exact_cross_difference(
-        *(jnp.asarray(v, jnp.int32) for v in (a, b, a, b)))), 0.0)
+    np.testing.assert_array_equal(np.asarray(info._exact_cross_difference(*as_int32(a, b, a, b))),
+                                  0.0)
 
 
 def test_histogram_mutual_info_matches_dlib(rng):

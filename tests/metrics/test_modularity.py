@@ -14,7 +14,8 @@ from sparsejax.metrics import information as info
 def test_dlib_modularity_cases():
     diag = np.diag(5.0 * np.ones(5))
     assert metrics.modularity(diag) == pytest.approx(1.0)
-    assert metrics.modularity(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])) == pytest.approx(2 / 3)
+    empty_code = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    assert metrics.modularity(empty_code) == pytest.approx(2 / 3)
     assert metrics.modularity(np.zeros((10, 10))) == pytest.approx(0.0)
     assert metrics.modularity(np.vstack([diag, diag])) == pytest.approx(1.0)
     assert metrics.modularity(diag[:2, :]) == pytest.approx(1.0)
@@ -51,8 +52,10 @@ def _dlib_explicitness(x_tr, y_tr, x_te, y_te):
     for j in range(y_tr.shape[1]):
         clf = linear_model.LogisticRegression().fit(x_tr, y_tr[:, j])
         mlb = preprocessing.MultiLabelBinarizer()
-        tr.append(sk_metrics.roc_auc_score(mlb.fit_transform(y_tr[:, j:j + 1]), clf.predict_proba(x_tr)))
-        te.append(sk_metrics.roc_auc_score(mlb.fit_transform(y_te[:, j:j + 1]), clf.predict_proba(x_te)))
+        auc = lambda x, y: sk_metrics.roc_auc_score(mlb.fit_transform(y[:, j:j + 1]),
+                                                     clf.predict_proba(x))
+        tr.append(auc(x_tr, y_tr))
+        te.append(auc(x_te, y_te))
     return np.mean(tr), np.mean(te)
 
 

@@ -50,7 +50,8 @@ def test_matches_restatement(rng, continuous):
     x_tr, x_te = f_tr @ mix + rng.standard_normal((n, k)), f_te @ mix + rng.standard_normal((n, k))
     x_tr[:, 3] = x_te[:, 3] = 0.0  # a dead code
     got = metrics.sap(x_tr, f_tr, x_te, f_te, continuous_factors=continuous, seed=3)["SAP_score"]
-    assert got == pytest.approx(_dlib_score_matrix(x_tr, f_tr, x_te, f_te, continuous, 3), abs=1e-12)
+    want = _dlib_score_matrix(x_tr, f_tr, x_te, f_te, continuous, 3)
+    assert got == pytest.approx(want, abs=1e-12)
 
 
 def test_on_dataset_identity(identity_data):
