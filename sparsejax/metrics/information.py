@@ -69,6 +69,8 @@ def check_matrix(x, name: str, *, rows: int | None = None, what: str = "[N, K]")
                          f"expected one row per sample")
     if shape[0] == 0:
         raise ValueError(f"{name} has no rows: expected at least one sample")
+    if shape[1] == 0:
+        raise ValueError(f"{name} has no columns: expected at least one")
 
 
 def dense_labels(labels_NxF, name: str = "factors") -> tuple[np.ndarray, tuple[int, ...]]:

@@ -88,6 +88,10 @@ def mig(codes_NxK, factors_NxF, num_bins: int = 20) -> float:
     Bins each code into ``num_bins`` equal-width bins exactly as numpy does (float64 edges),
     computes the plug-in MI (nats) of every code with every factor at once, and averages the
     entropy-normalised top-two gap over the factors that vary. See :func:`mig_details`.
+
+    Call it outside ``jit``: the per-code ranges come to the host once (the float64 bin
+    edges are computed there) and the factors are relabelled there; the counting and the
+    MI run jit-compiled on the device of the codes (gathered to one device if sharded).
     """
     return mig_details(codes_NxK, factors_NxF, num_bins).score
 

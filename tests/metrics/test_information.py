@@ -103,6 +103,8 @@ def test_bins_errors():
         info.histogram_bins(np.zeros((3, 2)), num_bins=0)
     with pytest.raises(ValueError, match="no rows"):
         info.histogram_bins(np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="no columns"):
+        info.histogram_bins(np.zeros((3, 0)))
 
 
 # -- mutual information and entropy ----------------------------------------------------------
