@@ -192,11 +192,18 @@ class History(NamedTuple):
 
 def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, *,
           mesh: Mesh | None = None, k: int | None = None, progress: bool = True,
-          state: SAEState | None = None) -> tuple[SAEState, History]:
+          state: SAEState | None = None, start_epoch: int = 0,
+          on_epoch_end: Callable[[int, SAEState, History], None] | None = None,
+          ) -> tuple[SAEState, History]:
     """Train an SAE on ``acts [M, d]`` (host array), shuffled each epoch.
 
-    Returns the final state and the metrics fetched every ``log_every`` steps. Raises
-    ``FloatingPointError`` naming the step when the loss stops being finite.
+    Each epoch's order depends only on (seed, epoch), so a run resumed with the state
+    saved after epoch e (``state=..., start_epoch=e + 1``) sees the data a straight run
+    would. ``on_epoch_end(epoch, state, history)`` runs after every epoch (checkpoints).
+
+    Returns the final state and the metrics fetched every ``log_every`` steps (and at
+    each epoch's end). Raises ``FloatingPointError`` naming the step when the loss stops
+    being finite.
     """
     from tqdm.auto import tqdm
 
@@ -211,10 +218,10 @@ def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, *,
     if steps_per_epoch == 0:
         raise ValueError(f"train: {acts.shape[0]} vectors are fewer than one batch "
                          f"({tcfg.batch_size})")
-    rng = np.random.default_rng(tcfg.seed)
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P(AXIS, None))
-    if state is None:
+    if state is None:  # b_dec starts at the data mean (of a sample), as in SAE practice
+        rng = np.random.default_rng(tcfg.seed)
         b_dec = acts[rng.choice(acts.shape[0], min(acts.shape[0], 65536), replace=False)].mean(0)
         state = init_state(jax.random.key(tcfg.seed), cfg, tcfg, jnp.asarray(b_dec))
     state = jax.device_put(state, replicated)
@@ -223,7 +230,7 @@ def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, *,
     k_dev = jax.device_put(jnp.int32(cfg.k if k is None else k), replicated)
     total = tcfg.epochs * steps_per_epoch
     history = History([], [])
-    key = jax.random.key(tcfg.seed + 1)
+    key = jax.random.key(tcfg.seed + 1)  # folded with the step: resumable
 
     def record(step, metrics):  # the only host sync: every log_every steps
         m = {name: float(v) for name, v in jax.device_get(metrics).items()}
@@ -234,21 +241,24 @@ def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, *,
         history.metrics.append(m)
         return m
 
-    with tqdm(total=total, disable=not progress, desc="sae", unit="step") as bar:
-        step = 0
-        for _ in range(tcfg.epochs):
-            perm = rng.permutation(acts.shape[0])
+    with tqdm(total=total, initial=start_epoch * steps_per_epoch, disable=not progress,
+              desc="sae", unit="step") as bar:
+        step = start_epoch * steps_per_epoch
+        for epoch in range(start_epoch, tcfg.epochs):
+            perm = np.random.default_rng([tcfg.seed, epoch]).permutation(acts.shape[0])
             for b in range(steps_per_epoch):
                 idx = np.sort(perm[b * tcfg.batch_size:(b + 1) * tcfg.batch_size])
                 x = jax.device_put(acts[idx], batch_sharding)
                 state, metrics = step_fn(state, x, k_dev)
                 step += 1
                 if resample_fn is not None and step % tcfg.resample_every == 0:
-                    key, sub = jax.random.split(key)
-                    state = resample_fn(state, jax.device_put(acts[idx], replicated), sub)
-                if step % tcfg.log_every == 0 or step == total:
+                    state = resample_fn(state, jax.device_put(acts[idx], replicated),
+                                        jax.random.fold_in(key, step))
+                if step % tcfg.log_every == 0 or b == steps_per_epoch - 1:
                     m = record(step, metrics)
                     bar.set_postfix(fvu=f"{m['fvu']:.4f}", l0=f"{m['l0']:.1f}",
                                     dead=f"{m['dead_fraction']:.3f}")
                 bar.update(1)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, state, history)
     return state, history

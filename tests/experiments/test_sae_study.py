@@ -1,0 +1,41 @@
+"""``python -m experiments sae``: the smoke study end to end, resume, and config errors."""
+
+import json
+
+import pytest
+
+from experiments import sae as study
+
+
+@pytest.mark.slow
+def test_smoke_study_recovers_features_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert study.main(["--preset", "smoke", "--out", str(out), "--epochs", "3",
+                       "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["recovery"]["recovered_fraction"] > 0.8, res["recovery"]
+    assert (out / "report.md").read_text().startswith("# SAE on synthetic activations")
+    assert (out / "sae_smoke.png").stat().st_size > 1000
+    assert not list(out.glob("*.tmp"))
+    steps = res["history"]["steps"]
+    # resume: one more epoch continues the step count and the history
+    assert study.main(["--preset", "smoke", "--out", str(out), "--epochs", "4", "--resume",
+                       "--no-progress"]) == 0
+    res2 = json.loads((out / "results.json").read_text())
+    assert res2["resumed_from_epoch"] == 3
+    assert res2["history"]["steps"][:len(steps)] == steps
+    assert res2["history"]["steps"][-1] == 4 * (65536 // 512)
+    assert "recovered" in capsys.readouterr().out
+
+
+def test_bad_config_and_resume_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="k=600 must be <= n_latents=512"):
+        study.StudyConfig(**{**study.PRESETS["smoke"].__dict__, "k": 600})
+    assert study.main(["--preset", "smoke", "--out", str(tmp_path), "--impl", "fast"]) == 2
+    assert "--impl 'fast'" in capsys.readouterr().err
+    assert study.main(["--preset", "smoke", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    assert study.main(["--preset", "smoke", "--out", str(tmp_path / "bad"), "--resume"]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
