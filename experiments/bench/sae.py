@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from experiments.bench.timing import (copy_bandwidth_bytes_per_s, matmul_flops_per_s,
                                       seconds_per_call)
+from sparsejax import ops
 from sparsejax.models import sae as sae_model
 from sparsejax.train import sae as sae_train
 
@@ -58,12 +59,15 @@ def bench_sae_train():
     param_bytes = 4 * (2 * D_IN * N + N + D_IN)
     step_bytes = 4 * BATCH * D_IN + 2 * param_bytes + 4 * param_bytes  # params r/w, mu, nu r/w
     bw_floor = BATCH * bw / step_bytes
-    for impl in ("auto",):
+    # Off CPU both top-k paths are timed (auto picks one); on CPU pallas would interpret.
+    impls = ("auto",) if jax.default_backend() == "cpu" else ("lax", "pallas")
+    for impl in impls:
         for k_aux, dead_all in ((0, False), (D_IN // 2, True)):
             cfg = sae_model.SAEConfig(d_in=D_IN, n_latents=N, k=K, k_aux=k_aux, impl=impl)
             rate = _step_rate(cfg, tcfg, mesh, dead_all)
             yield {"d_in": D_IN, "n": N, "k": K, "batch": BATCH, "k_aux": k_aux,
-                   "auxk_active": dead_all, "impl": sae_model.ops.resolve_impl(impl),
+                   "auxk_active": dead_all, "impl": ops.resolve_impl(impl),
+                   "auto": ops.resolve_impl(impl) == ops.resolve_impl(),
                    "devices": jax.device_count(), "vectors_per_s": round(rate, 1),
                    "encoder_floor_vectors_per_s": round(enc_floor, 1),
                    "x_encoder_floor": round(enc_floor / rate, 2),

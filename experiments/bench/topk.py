@@ -1,9 +1,14 @@
 """Top-k: every implementation the device runs natively against ``lax.top_k``.
 
-One row per (impl, batch, N, k): the dense op models call (``sparsejax.ops.topk``,
-forward), its peer ``lax`` timed in the same run, and the memory floor: the bytes the op
-must move (read x, write the masked x) over the measured copy bandwidth. Pallas on a CPU
-backend would run in interpret mode, which is never timed: that row says so instead.
+One row per (op, impl, batch, N, k), forward, beside its peer ``lax`` timed in the same
+run and its memory floor (bytes the op must move over the measured copy bandwidth):
+
+* ``op="topk"``: the dense op (``sparsejax.ops.topk``): read x, write the masked x;
+* ``op="values_indices"``: ``topk_values_indices`` (what the SAE's encoder uses): read x,
+  write k values and indices.
+
+Pallas on a CPU backend would run in interpret mode, which is never timed: that row
+says so instead.
 """
 
 from __future__ import annotations
@@ -34,15 +39,16 @@ def bench_topk():
     backend = jax.default_backend()
     bw = copy_bandwidth_bytes_per_s()
     auto = ops.resolve_impl("auto")
-    for b, n, k in grid():
+    for (b, n, k), op in ((shape, op) for shape in grid() for op in ("topk", "values_indices")):
         x = jax.random.normal(jax.random.key(0), (b, n), jnp.float32)
-        nbytes = 2 * x.size * x.dtype.itemsize
+        fn = ops.topk if op == "topk" else ops.topk_values_indices
+        nbytes = x.size * 4 + (x.size * 4 if op == "topk" else b * k * 8)
         floor_ms = 1e3 * nbytes / bw
-        fns = {impl: jax.jit(lambda x, impl=impl: ops.topk(x, k, impl=impl))
+        fns = {impl: jax.jit(lambda x, impl=impl: fn(x, k, impl=impl))
                for impl in native_impls()}
         peer_ms = 1e3 * seconds_per_call(fns["lax"], x)
         for impl in native_impls():
-            row = {"impl": impl, "batch": b, "n": n, "k": k, "auto": impl == auto,
+            row = {"op": op, "impl": impl, "batch": b, "n": n, "k": k, "auto": impl == auto,
                    "peer": "lax", "peer_ms": round(peer_ms, 3), "bytes": nbytes,
                    "floor_ms": round(floor_ms, 3)}
             if impl == "pallas" and backend == "cpu":

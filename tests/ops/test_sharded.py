@@ -9,7 +9,6 @@ from jax.sharding import PartitionSpec as P
 
 from sparsejax.ops import topk, topk_latent_sharded, topk_sharded, topk_values_indices
 
-from conftest import reference_topk as np_topk
 
 IMPLS = ["lax", "approx", "pallas"]
 
@@ -21,7 +20,7 @@ def mesh4():
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_batch_sharded_jit_matches_reference(impl, mesh4, rng):
+def test_batch_sharded_jit_matches_reference(impl, mesh4, rng, np_topk):
     x = jnp.asarray(rng.standard_normal((16, 130)), jnp.float32)
     xs = jax.device_put(x, NamedSharding(mesh4, P("data", None)))
     with jax.set_mesh(mesh4):
@@ -36,7 +35,7 @@ def test_batch_sharded_jit_matches_reference(impl, mesh4, rng):
 
 
 @pytest.mark.parametrize("impl", ["lax", "pallas"])
-def test_topk_sharded_shard_map(impl, mesh4, rng):
+def test_topk_sharded_shard_map(impl, mesh4, rng, np_topk):
     x = jnp.asarray(rng.standard_normal((8, 100)), jnp.float32)
     f = jax.jit(lambda x, k: topk_sharded(x, k, mesh4, impl=impl, k_max=12))
     for k in (0, 5, 12):
@@ -47,7 +46,7 @@ def test_topk_sharded_shard_map(impl, mesh4, rng):
 
 
 @pytest.mark.parametrize("shape,mesh_shape", [((8, 64), (1, 4)), ((6, 40), (2, 2))])
-def test_latent_sharded_exact(shape, mesh_shape, rng):
+def test_latent_sharded_exact(shape, mesh_shape, rng, np_topk):
     mesh = jax.make_mesh(mesh_shape, ("data", "model"))
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     f = jax.jit(lambda x, k: topk_latent_sharded(x, k, mesh, batch_axis="data", k_max=20))
@@ -58,7 +57,7 @@ def test_latent_sharded_exact(shape, mesh_shape, rng):
     np.testing.assert_array_equal(g, np_topk(x, 7) != 0)
 
 
-def test_latent_sharded_ties_span_devices(mesh4):
+def test_latent_sharded_ties_span_devices(mesh4, np_topk):
     mesh = jax.make_mesh((4,), ("model",))
     # every shard holds ties at the threshold: lax keeps the lowest global indices
     x = jnp.tile(jnp.array([[3.0, 1.0, 1.0, 0.0]]), (2, 4))  # [2, 16], 4 columns per device

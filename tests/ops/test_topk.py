@@ -9,7 +9,6 @@ from jax import lax
 from sparsejax import ops
 from sparsejax.ops import topk, topk_values_indices
 
-from conftest import reference_topk as np_topk
 
 IMPLS = ["lax", "approx", "pallas"]
 
@@ -61,7 +60,7 @@ def test_ties_keep_lower_index(impl):
     np.testing.assert_array_equal(g, [[0, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
 
 
-def test_special_values_approx():
+def test_special_values_approx(np_topk):
     """approx agrees on +-inf; its NaN and signed-zero order is unspecified (documented)."""
     inf = jnp.inf
     x = jnp.array([[1.0, -inf, 3.0, inf, -2.0, -inf]])
@@ -70,7 +69,7 @@ def test_special_values_approx():
 
 
 @pytest.mark.parametrize("impl", ["lax", "pallas"])
-def test_special_values(impl):
+def test_special_values(impl, np_topk):
     nan, inf = jnp.nan, jnp.inf
     x = jnp.array([[1.0, nan, 3.0, -nan, inf, -0.0, 0.0, -inf]])
     ref_v, ref_i = lax.top_k(x, 8)
@@ -100,7 +99,7 @@ def test_k_zero_full_and_longer_than_row(impl, rng):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_traced_k_does_not_recompile(impl, rng):
+def test_traced_k_does_not_recompile(impl, rng, np_topk):
     x = jnp.asarray(rng.standard_normal((4, 50)), jnp.float32)
     traces = []
 
@@ -126,7 +125,7 @@ def test_traced_k_does_not_recompile(impl, rng):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_vmap_with_per_example_k(impl, rng):
+def test_vmap_with_per_example_k(impl, rng, np_topk):
     x = jnp.asarray(rng.standard_normal((3, 5, 33)), jnp.float32)
     ks = jnp.array([1, 4, 9], jnp.int32)
     y = jax.vmap(lambda x, k: topk(x, k, impl=impl, k_max=9))(x, ks)
@@ -136,7 +135,7 @@ def test_vmap_with_per_example_k(impl, rng):
     np.testing.assert_array_equal(g, np_topk(x, 4) != 0)
 
 
-def test_bfloat16_rows(rng):
+def test_bfloat16_rows(rng, np_topk):
     x = jnp.asarray(rng.standard_normal((4, 300)), jnp.bfloat16)
     for impl in IMPLS:
         y = topk(x, 17, impl=impl)
