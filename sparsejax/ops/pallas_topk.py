@@ -59,8 +59,9 @@ def _layout(b: int, n: int, backend: str, chunk: int | None, block_rows: int | N
     return rows, _round_up(b, rows), chunk, n_pad
 
 
-def _kernel(k_ref, x_ref, y_ref, t_ref, j_ref, *, chunk: int, idx_bits: int):
-    """One block of rows: k [R,1], x [R,Npad] -> y [R,Npad], threshold t [R,1], tie cut j [R,1]."""
+def _kernel(k_ref, x_ref, *out_refs, chunk: int, idx_bits: int):
+    """One block of rows: k [R,1], x [R,Npad] -> (y [R,Npad],) threshold t [R,1], tie cut j [R,1]."""
+    y_ref, t_ref, j_ref = out_refs if len(out_refs) == 3 else (None, *out_refs)
     rows, n_pad = x_ref.shape
     n_chunks = n_pad // chunk
     k_Rx1 = k_ref[...]
@@ -119,7 +120,9 @@ def _kernel(k_ref, x_ref, y_ref, t_ref, j_ref, *, chunk: int, idx_bits: int):
         else:
             y_ref[:, pl.ds(pl.multiple_of(c * chunk, chunk), chunk)] = y_RxC
 
-    if n_chunks == 1:
+    if y_ref is None:
+        pass
+    elif n_chunks == 1:
         write(0)
     else:
         lax.fori_loop(0, n_chunks, lambda c, carry: (write(c), carry)[1], 0)
@@ -146,9 +149,11 @@ def _pad_value(dtype) -> jax.Array:
     return lax.bitcast_convert_type(jnp.array(-1, int_type), dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("chunk", "block_rows", "interpret"))
+@functools.partial(jax.jit, static_argnames=("chunk", "block_rows", "interpret",
+                                            "write_values"))
 def topk_threshold(x_BxN: jax.Array, k, *, chunk: int | None = None,
-                   block_rows: int | None = None, interpret: bool | None = None):
+                   block_rows: int | None = None, interpret: bool | None = None,
+                   write_values: bool = True):
     """Top-k of each row of x ``[B, N]`` by threshold search, in one Pallas kernel.
 
     Args:
@@ -157,6 +162,7 @@ def topk_threshold(x_BxN: jax.Array, k, *, chunk: int | None = None,
       chunk, block_rows: kernel tiling (defaults per backend); tests use them to exercise
         the streamed (multi-chunk) path on small rows.
       interpret: run the kernel in the Pallas interpreter; default: only on CPU.
+      write_values: also write y (else y is None and the kernel only reads x).
 
     Returns:
       ``(y [B, N], t [B], j [B])``: ``y = where(keep, x, 0)``, with the keep rule
@@ -180,19 +186,23 @@ def topk_threshold(x_BxN: jax.Array, k, *, chunk: int | None = None,
     idx_bits = max(1, math.ceil(math.log2(n_pad + 1)))
     row_block = pl.BlockSpec((rows, n_pad), lambda i: (i, 0))
     col_block = pl.BlockSpec((rows, 1), lambda i: (i, 0))
-    y, t, j = pl.pallas_call(
+    out_specs = [col_block, col_block]
+    out_shape = [jax.ShapeDtypeStruct((b_pad, 1), jnp.int32)] * 2
+    if write_values:
+        out_specs.insert(0, row_block)
+        out_shape.insert(0, jax.ShapeDtypeStruct((b_pad, n_pad), x_BxN.dtype))
+    outs = pl.pallas_call(
         functools.partial(_kernel, chunk=chunk, idx_bits=idx_bits),
         grid=(b_pad // rows,),
         in_specs=[col_block, row_block],
-        out_specs=[row_block, col_block, col_block],
-        out_shape=[jax.ShapeDtypeStruct((b_pad, n_pad), x_BxN.dtype),
-                   jax.ShapeDtypeStruct((b_pad, 1), jnp.int32),
-                   jax.ShapeDtypeStruct((b_pad, 1), jnp.int32)],
+        out_specs=out_specs,
+        out_shape=out_shape,
         compiler_params=None if interpret else _compiler_params(backend, chunk, rows),
         interpret=interpret,
         name="topk_threshold",
     )(k_Bx1, x_pad)
-    return y[:b, :n], t[:b, 0], j[:b, 0]
+    y, t, j = outs if write_values else (None, *outs)
+    return (None if y is None else y[:b, :n]), t[:b, 0], j[:b, 0]
 
 
 def topk_keep(x_BxN: jax.Array, k) -> jax.Array:

@@ -11,8 +11,8 @@ Contract (every ``impl`` gives the same answer; ``lax`` is the oracle):
   ``[0, k_max]``. A concrete k outside ``[0, k_max]`` is an error.
 * Rows shorter than k. k is clipped to N: ``topk(x, k)`` with ``k >= N`` returns ``x``.
 * k = 0 returns zeros; in ``topk_values_indices`` slots at or beyond the runtime k hold
-  value 0 and a valid index distinct from the others in the row (which one is
-  implementation-defined), so a decoder may read them safely: a zero contributes nothing.
+  value 0 and the index ``lax.top_k(x, k_max)`` puts there (valid and distinct), so a
+  decoder may read them safely: a zero contributes nothing.
 * Order. Values are ranked by the IEEE-754 total order, as ``lax.top_k`` ranks them:
   ``-NaN < -inf < ... < -0.0 < +0.0 < ... < +inf < +NaN``. Ties keep the lower index.
   Consequences, documented rather than an error (an error would need a host sync):
@@ -196,44 +196,32 @@ def _values_indices(x_BxN, k, k_max, impl):
     if impl == "pallas":
         from sparsejax.ops import pallas_topk
 
-        _, t_B, j_B = pallas_topk.topk_threshold(x_BxN, k)
-        return _compact(x_BxN, keep_from_threshold(x_BxN, t_B, j_B), k, k_max)
-    v_Bxk, i_Bxk = (_vi_lax if impl == "lax" else _vi_approx)(x_BxN, k_max)
+        # Select the top k_max (the static bound), not k: its first k slots in value order
+        # are the top k, and the rest are what lax.top_k(x, k_max) puts there too.
+        _, t_B, j_B = pallas_topk.topk_threshold(x_BxN, jnp.int32(k_max), write_values=False)
+        v_Bxk, i_Bxk = _compact(x_BxN, keep_from_threshold(x_BxN, t_B, j_B), k_max)
+    else:
+        v_Bxk, i_Bxk = (_vi_lax if impl == "lax" else _vi_approx)(x_BxN, k_max)
     return jnp.where(_slot_mask(k, k_max), v_Bxk, 0), i_Bxk
 
 
-def _compact(x_BxN, keep_BxN, k, k_max):
-    """(values, indices) [B, k_max] of the kept entries in lax.top_k's order, from a mask.
+def _compact(x_BxN, keep_BxN, m):
+    """(values, indices) ``[B, m]`` of a mask with exactly m kept entries per row, in
+    lax.top_k's order (descending value, ties to the lower index).
 
-    The kept entries are gathered in index order by a prefix sum (O(N), no sort of the
-    row), then the k_max candidates are ordered by value; ties stay in index order, which
-    is lax.top_k's tie rule. Unused slots (runtime k < k_max) take the first dropped
-    entries' indices, so every slot names a distinct valid index.
+    No sort of the row and no N-wide scatter: a prefix count of the mask, then a binary
+    search per slot for where the count reaches it (O(N + m log N) per row); only the m
+    candidates are ordered by value.
     """
-    b = x_BxN.shape[0]
-    kept_Bxk = _first_true_indices(keep_BxN, k_max)
-    drop_Bxk = _first_true_indices(~keep_BxN, k_max)
-    n_kept_Bx1 = keep_BxN.sum(-1, keepdims=True, dtype=jnp.int32)
-    slot_Bxk = jnp.broadcast_to(jnp.arange(k_max, dtype=jnp.int32), (b, k_max))
-    used_Bxk = slot_Bxk < n_kept_Bx1
-    fill_Bxk = jnp.take_along_axis(drop_Bxk, jnp.clip(slot_Bxk - n_kept_Bx1, 0, k_max - 1),
-                                   axis=-1)
-    i_Bxk = jnp.where(used_Bxk, kept_Bxk, fill_Bxk)
-    v_Bxk = jnp.take_along_axis(x_BxN, i_Bxk, axis=-1)
-    # Order the kept slots by value (a sort of k_max entries, not N); fill slots go last.
-    key_Bxk = jnp.where(used_Bxk, order_key(v_Bxk), jnp.iinfo(jnp.int32).min)
-    _, perm_Bxk = lax.top_k(key_Bxk, k_max)
-    i_Bxk = jnp.take_along_axis(i_Bxk, perm_Bxk, axis=-1)
-    v_Bxk = jnp.take_along_axis(v_Bxk, perm_Bxk, axis=-1)
-    return jnp.where(_slot_mask(k, k_max), v_Bxk, 0), i_Bxk
-
-
-def _first_true_indices(mask_BxN, m):
-    """Indices of the first m True entries of each row, in index order ([B, m], -1 if absent)."""
-    b, n = mask_BxN.shape
-    pos_BxN = jnp.cumsum(mask_BxN, axis=-1, dtype=jnp.int32) - 1
-    pos_BxN = jnp.where(mask_BxN & (pos_BxN < m), pos_BxN, m)  # m: dropped by the scatter
-    return _row_scatter(m, -1, pos_BxN, jnp.arange(n, dtype=jnp.int32))
+    count_BxN = jnp.cumsum(keep_BxN, axis=-1, dtype=jnp.int32)
+    want_m = jnp.arange(1, m + 1, dtype=jnp.int32)
+    i_Bxm = jax.vmap(lambda c: jnp.searchsorted(c, want_m, side="left", method="scan"))(
+        count_BxN).astype(jnp.int32)
+    v_Bxm = jnp.take_along_axis(x_BxN, i_Bxm, axis=-1)
+    # Candidates are in index order, so a stable top-k on their keys breaks ties by index.
+    _, perm_Bxm = lax.top_k(order_key(v_Bxm), m)
+    return (jnp.take_along_axis(v_Bxm, perm_Bxm, axis=-1),
+            jnp.take_along_axis(i_Bxm, perm_Bxm, axis=-1))
 
 
 # ----------------------------------------------------------------------------- custom VJPs

@@ -56,3 +56,10 @@ def test_kernel_rejects_bad_shapes():
     with pytest.raises(TypeError, match="16- or 32-bit float"):
         pallas_topk.topk_threshold(jnp.ones((2, 3), jnp.float64 if jax.config.x64_enabled
                                             else jnp.int32), 1)
+
+
+def test_kernel_threshold_only(rng):
+    x = jnp.asarray(rng.standard_normal((3, 200)), jnp.float32)
+    y, t, j = pallas_topk.topk_threshold(x, 7, write_values=False)
+    assert y is None
+    np.testing.assert_array_equal(pallas_topk.keep_from_threshold(x, t, j), lax_keep(x, 7))

@@ -115,9 +115,7 @@ def test_traced_k_does_not_recompile(impl, rng, np_topk):
         assert v.shape == (4, 20)
         np.testing.assert_array_equal(v[:, :kk], lax.top_k(x, 20)[0][:, :kk])
         np.testing.assert_array_equal(v[:, kk:], 0)
-        np.testing.assert_array_equal(i[:, :kk], lax.top_k(x, 20)[1][:, :kk])
-        for row in np.asarray(i):  # unused slots: distinct valid indices, not a kept one
-            assert len(set(row.tolist())) == 20 and row.min() >= 0 and row.max() < 50
+        np.testing.assert_array_equal(i, lax.top_k(x, 20)[1])  # unused slots too
     assert len(traces) == 1
     # default bound for a traced k is the row length
     y = jax.jit(lambda x, k: topk(x, k, impl=impl))(x, jnp.int32(49))
