@@ -29,6 +29,7 @@ from sparsejax.sparsity.schedules import KSchedule
 DATASETS = ("dsprites", "shapes3d")
 SOURCES = ("auto", "procedural", "file", "tfds")
 TOPK_IMPLS = ("auto", "lax", "approx", "pallas")
+SEED_MAPS = ("auto", "vmap", "unroll")
 THRESHOLDS = (0.0, 1e-6, 1e-3, 1e-2)
 
 
@@ -45,7 +46,10 @@ class TrainConfig:
     Sparsity: ``schedule`` gives the target k per epoch (Top-k: the k used; L1: the L0 the
     ``controller`` steers towards; dense: logged only). Data: ``dataset`` from ``source``.
     Optimiser: Adam(``learning_rate``, 0.9, 0.999, 1e-8) as disentanglement_lib.
-    Seeds: ``num_seeds`` runs with seeds ``seed, seed + 1, ...`` train in one program.
+    Seeds: ``num_seeds`` runs with seeds ``seed, seed + 1, ...`` train in one program
+    (``seed_map``: vmapped, or unrolled side by side; "auto" unrolls on CPU).
+    Implementations: ``topk_impl`` (:func:`sparsejax.ops.topk`), ``conv_impl``
+    (:mod:`sparsejax.models.conv`); "auto" picks per backend.
     """
 
     dataset: str = "dsprites"
@@ -61,6 +65,7 @@ class TrainConfig:
     controller: L1Controller = L1Controller()
     topk_impl: str = "auto"
     conv_impl: str = "auto"
+    seed_map: str = "auto"  # how S seeds share the program: vmap | unroll (auto: unroll on CPU)
     learning_rate: float = 1e-4
     batch_size: int = 64
     epochs: int = 50
@@ -81,6 +86,7 @@ class TrainConfig:
         _check_choice("placement", self.placement, PLACEMENTS)
         _check_choice("topk_impl", self.topk_impl, TOPK_IMPLS)
         _check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
+        _check_choice("seed_map", self.seed_map, SEED_MAPS)
         for name in ("num_units", "num_latents", "batch_size", "epochs", "eval_size",
                      "eval_batch", "num_seeds", "log_every", "keep_checkpoints"):
             _check_int(name, getattr(self, name), low=1)

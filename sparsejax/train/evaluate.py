@@ -121,7 +121,7 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
         return out.mu, h, sums, counts
 
     rep = replicated(mesh)
-    fn = jax.jit(over_seeds(one, cfg.num_seeds, in_axes=(0, None, None, None, None)),
+    fn = jax.jit(over_seeds(one, cfg.num_seeds, (0, None, None, None, None), cfg.seed_map),
                  in_shardings=(rep, rep, x_sharding, x_sharding, x_sharding),
                  out_shardings=rep)
 

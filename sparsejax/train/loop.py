@@ -191,13 +191,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                     break
                 if pending is not None:
                     _report(pending, progress, log, cfg, epoch, k, ckpt)
-                _check_finite(state, ckpt, cfg)
+                _check_finite(state, ckpt, cfg)  # syncs: the epoch's steps are done
+                t_train = time.perf_counter() - t_epoch
                 ev = evaluate(state.params, k)
-                elapsed = time.perf_counter() - t_epoch
                 records = epoch_records(cfg, epoch, k, state, ev, metrics_fn,
                                         images_per_s=(j - steps_before) * cfg.batch_size
-                                        * cfg.num_seeds / max(elapsed, 1e-9),
-                                        epoch_time_s=elapsed)
+                                        * cfg.num_seeds / max(t_train, 1e-9),
+                                        train_time_s=t_train,
+                                        epoch_time_s=time.perf_counter() - t_epoch)
                 log.write(records)
                 progress.message(_epoch_line(records))
                 state = reset(state)
@@ -250,7 +251,9 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
     ``dead_fraction`` (per threshold: units never above it on the evaluation set),
     ``firing_counts`` (per threshold, per unit, on the evaluation set), ``eval_size``,
     ``train_firing_counts`` (per unit, h > 0, over the epoch's training examples),
-    ``train_examples``, whatever ``metrics_fn`` returns, and ``extra``.
+    ``train_examples``, whatever ``metrics_fn`` returns, and ``extra`` (the loop adds
+    ``images_per_s``, training images per second over the epoch's steps, compilation
+    included in the first; ``train_time_s``; ``epoch_time_s``, with the evaluation pass).
     """
     host = jax.device_get({"step": state.step, "sums": state.sums, "fire": state.fire,
                            "log_coef": state.ctrl.log_coef, "l0_ema": state.ctrl.l0_ema})

@@ -11,7 +11,8 @@ the gradient all-reduce. The batch of step t is drawn from ``fold_in(key, t)`` w
 same global shape on any mesh (JAX's partitionable threefry gives the same numbers
 however the array is sharded), so 1 and 4 devices compute the same function.
 
-Seeds: the step of one run is vmapped over the state's leading seed axis S.
+Seeds: the step of one run is mapped over the state's leading seed axis S (vmap on
+accelerators, unrolled on CPU: :func:`resolve_seed_map`).
 """
 
 from __future__ import annotations
@@ -68,22 +69,51 @@ def step_factors(dataset: FactorDataset, key_data, step, batch_size: int) -> jax
     return dataset.sample_factors(step_keys(key_data, step)[0], batch_size)
 
 
-def over_seeds(fn: Callable, num_seeds: int, in_axes=0) -> Callable:
-    """``fn`` of one run mapped over the leading seed axis of its arguments.
+SEED_MAPS = ("auto", "vmap", "unroll")
+AUTO_SEED_MAP = {"cpu": "unroll"}  # backends not listed vmap
 
-    S = 1 indexes the axis away instead of vmapping: batched convolution weights
-    (one kernel per seed) lower to grouped convolutions, which some backends run slower.
+
+def resolve_seed_map(mode: str = "auto", backend: str | None = None) -> str:
+    """How S runs share one program: ``"vmap"`` (batched: fills an accelerator) or
+    ``"unroll"`` (S copies of the run's graph side by side; compiles S times longer).
+    "auto" unrolls on CPU, where vmapping per-seed conv kernels lowers to grouped
+    convolutions that XLA:CPU runs about 4x slower per image (and ``lax.map``, a while
+    loop, slower still: measured 30x)."""
+    if mode not in SEED_MAPS:
+        raise ValueError(f"seed map {mode!r} is not known; expected one of {SEED_MAPS}")
+    return mode if mode != "auto" else AUTO_SEED_MAP.get(backend or jax.default_backend(), "vmap")
+
+
+def over_seeds(fn: Callable, num_seeds: int, in_axes: tuple, mode: str = "auto") -> Callable:
+    """``fn`` of one run, applied to every run along the leading seed axis of the arguments
+    whose ``in_axes`` entry is 0 (entries None are shared by all runs).
+
+    S = 1 indexes the axis away (no batching at all); S > 1 vmaps or unrolls
+    (:func:`resolve_seed_map`). Either way run i computes exactly what it would alone.
     """
-    if num_seeds > 1:
-        return jax.vmap(fn, in_axes=in_axes)
-    axes = in_axes if isinstance(in_axes, tuple) else None
+    mode = resolve_seed_map(mode)
 
-    def single(*args):
-        sq = [a if (axes is not None and axes[i] is None) else jax.tree.map(lambda x: x[0], a)
-              for i, a in enumerate(args)]
-        return jax.tree.map(lambda x: x[None], fn(*sq))
+    def split(args):
+        mapped = tuple(a for a, ax in zip(args, in_axes) if ax is not None)
+        shared = tuple(a for a, ax in zip(args, in_axes) if ax is None)
+        return mapped, shared
 
-    return single
+    def join(mapped, shared):
+        it_m, it_s = iter(mapped), iter(shared)
+        return tuple(next(it_s) if ax is None else next(it_m) for ax in in_axes)
+
+    def apply(*args):
+        mapped, shared = split(args)
+        if num_seeds == 1:
+            one = jax.tree.map(lambda x: x[0], mapped)
+            return jax.tree.map(lambda x: x[None], fn(*join(one, shared)))
+        if mode == "vmap":
+            return jax.vmap(fn, in_axes=in_axes)(*args)
+        outs = [fn(*join(jax.tree.map(lambda x: x[i], mapped), shared))
+                for i in range(num_seeds)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+    return apply
 
 
 def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDataset,
@@ -141,15 +171,13 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
         return new, {**terms, "l1_coef": coef, "bad_step": bad}
 
     rep = replicated(mesh)
-    k_sharding = rep
     if host_data:
-        fn = over_seeds(lambda s, k, im: one(s, k, im), cfg.num_seeds, in_axes=(0, None, 0))
+        fn = over_seeds(one, cfg.num_seeds, (0, None, 0), cfg.seed_map)
         im_sharding = batch_sharding(mesh, seed_axis=True)
-        return jax.jit(fn, in_shardings=(rep, k_sharding, im_sharding),
-                       out_shardings=(rep, rep), donate_argnums=0)
-    fn = over_seeds(lambda s, k: one(s, k), cfg.num_seeds, in_axes=(0, None))
-    return jax.jit(fn, in_shardings=(rep, k_sharding), out_shardings=(rep, rep),
-                   donate_argnums=0)
+        return jax.jit(fn, in_shardings=(rep, rep, im_sharding), out_shardings=(rep, rep),
+                       donate_argnums=0)
+    fn = over_seeds(one, cfg.num_seeds, (0, None), cfg.seed_map)
+    return jax.jit(fn, in_shardings=(rep, rep), out_shardings=(rep, rep), donate_argnums=0)
 
 
 def host_batch(dataset: FactorDataset, key_data_S: np.ndarray, step: int, batch_size: int

@@ -61,17 +61,20 @@ class Setup:
 def setups(dsprites):
     return {"one": Setup(CFG, dsprites, jax.devices()[:1]),
             "four": Setup(CFG, _counted(dsprites), jax.devices()),
-            "both": Setup(CFG.replace(num_seeds=2), dsprites, jax.devices()),
+            "vmap": Setup(CFG.replace(num_seeds=2, seed_map="vmap"), dsprites, jax.devices()),
+            "unroll": Setup(CFG.replace(num_seeds=2, seed_map="unroll"), dsprites, jax.devices()),
             "host": Setup(CFG, _host(dsprites), jax.devices())}
 
 
 @pytest.fixture(scope="module")
 def runs(setups):
-    """Seed 0 on 1 and on 4 devices, seed 1 on 4 devices, seeds (0, 1) vmapped, host-fed."""
+    """Seed 0 on 1 and on 4 devices, seed 1 on 4 devices, seeds (0, 1) vmapped and unrolled,
+    host-fed."""
     return {"one": setups["one"].run(setups["one"].init()),
             "four": setups["four"].run(setups["four"].init()),
             "seed1": setups["four"].run(setups["four"].init(seed=1)),
-            "both": setups["both"].run(setups["both"].init()),
+            "vmap": setups["vmap"].run(setups["vmap"].init()),
+            "unroll": setups["unroll"].run(setups["unroll"].init()),
             "host": setups["host"].run(setups["host"].init())}
 
 
@@ -98,8 +101,9 @@ def test_one_and_four_devices_agree(runs):
     assert int(s4.step[0]) == len(KS)
 
 
-def test_vmapped_seeds_equal_separate_runs(runs):
-    both = runs["both"][0]
+@pytest.mark.parametrize("mode", ["vmap", "unroll"])
+def test_seeds_in_one_program_equal_separate_runs(runs, mode):
+    both = runs[mode][0]
     for i, name in enumerate(("four", "seed1")):
         _close(jax.tree.map(lambda x: x[i:i + 1], both.params), runs[name][0].params)
         np.testing.assert_array_equal(both.fire[i:i + 1], runs[name][0].fire)
