@@ -13,24 +13,26 @@ import pytest
 from sparsejax.data import FactorDataset, get_dataset
 from sparsejax.train import (Checkpointer, ConfigError, RunExistsError, TrainingDiverged,
                              load_run, train)
-from tests.train.conftest import tiny_config
-
-CFG = tiny_config(epochs=2)
 QUIET = dict(metrics_fn=None, progress_tty=False)
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory):
+def cfg(tiny):
+    return tiny(epochs=2)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, cfg):
     """Two epochs without interruption (TensorBoard on, default metrics hook)."""
     out = tmp_path_factory.mktemp("straight")
-    return train(CFG, out, progress_tty=False)
+    return train(cfg, out, progress_tty=False)
 
 
 def _params(result):
     return jax.tree.map(np.asarray, result.state.params)
 
 
-def test_outputs_and_records(straight):
+def test_outputs_and_records(straight, cfg):
     out = straight.out_dir
     assert straight.status == "done"
     assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoints",
@@ -40,37 +42,37 @@ def test_outputs_and_records(straight):
     recs = [json.loads(x) for x in lines]
     assert [r["epoch"] for r in recs] == [0, 1] and recs == straight.history
     r = recs[-1]
-    assert r["k"] == CFG.schedule(1) == 8 and r["step"] == 2 * CFG.steps_per_epoch
+    assert r["k"] == cfg.schedule(1) == 8 and r["step"] == 2 * cfg.steps_per_epoch
     assert set(r["train"]) == {"loss", "recon", "kl", "sae", "l1", "l0"}
     assert set(r["dead_fraction"]) == {"0", "1e-06", "0.001", "0.01"}
-    assert len(r["firing_counts"]["0"]) == CFG.num_units and r["eval_size"] == CFG.eval_size
+    assert len(r["firing_counts"]["0"]) == cfg.num_units and r["eval_size"] == cfg.eval_size
     assert sum(r["train_firing_counts"]) == pytest.approx(
-        r["train"]["l0"] * CFG.steps_per_epoch * CFG.batch_size, rel=1e-4)
+        r["train"]["l0"] * cfg.steps_per_epoch * cfg.batch_size, rel=1e-4)
     dead0 = np.mean(np.asarray(r["firing_counts"]["0"]) == 0)
     assert r["dead_fraction"]["0"] == pytest.approx(dead0)
     assert r["eval"]["l0"] <= 8 and "mig_mean" in r and "mig_code" in r
     assert Checkpointer(out / "checkpoints").all_steps() == [3, 6]
 
 
-def test_resume_reproduces_the_uninterrupted_run(straight, tmp_path):
-    first = train(CFG.replace(epochs=1), tmp_path, **QUIET)
+def test_resume_reproduces_the_uninterrupted_run(straight, cfg, tmp_path):
+    first = train(cfg.replace(epochs=1), tmp_path, **QUIET)
     assert len(first.history) == 1
-    resumed = train(CFG, tmp_path, resume=True, **QUIET)
+    resumed = train(cfg, tmp_path, resume=True, **QUIET)
     jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(straight))
     assert [r["epoch"] for r in resumed.history] == [0, 1]
     assert resumed.history[1]["eval"] == straight.history[1]["eval"]
 
 
-def test_sigterm_mid_epoch_saves_and_resume_continues_exactly(straight, tmp_path):
+def test_sigterm_mid_epoch_saves_and_resume_continues_exactly(straight, cfg, tmp_path):
     def stop_after_first_epoch(records):
         if records[0]["epoch"] == 0:
             os.kill(os.getpid(), signal.SIGTERM)  # handled: finish the step, save, return
 
-    cut = train(CFG, tmp_path, on_epoch=stop_after_first_epoch, **QUIET)
+    cut = train(cfg, tmp_path, on_epoch=stop_after_first_epoch, **QUIET)
     assert cut.status == "interrupted"
     meta = Checkpointer(tmp_path / "checkpoints").metadata()
     assert (meta["epoch"], meta["step_in_epoch"]) == (1, 1)  # saved inside epoch 1
-    resumed = train(CFG, tmp_path, resume=True, **QUIET)
+    resumed = train(cfg, tmp_path, resume=True, **QUIET)
     assert resumed.status == "done"
     jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(straight))
     assert resumed.history[1]["train"] == straight.history[1]["train"]
@@ -79,7 +81,7 @@ def test_sigterm_mid_epoch_saves_and_resume_continues_exactly(straight, tmp_path
     jax.tree.map(np.testing.assert_array_equal, _params(run), _params(straight))
 
 
-def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cfg, tmp_path):
     """Images turn NaN after the first epoch (a host-read dataset, as from a corrupt file)."""
     ds = get_dataset("dsprites", "procedural")
     poisoned = {"on": False}
@@ -92,21 +94,21 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
                          on_device=False)
     with pytest.raises(TrainingDiverged, match=r"NaN or Inf at step 3 .*last good checkpoint "
                                                r"\(step 3\)"):
-        train(CFG, tmp_path, dataset=host, on_epoch=lambda r: poisoned.update(on=True),
+        train(cfg, tmp_path, dataset=host, on_epoch=lambda r: poisoned.update(on=True),
               **QUIET)
     ckpt = Checkpointer(tmp_path / "checkpoints")
     assert ckpt.all_steps() == [3]
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_existing_run_is_not_overwritten_and_resume_checks_the_config(straight):
+def test_existing_run_is_not_overwritten_and_resume_checks_the_config(straight, cfg):
     with pytest.raises(RunExistsError, match="already holds a run"):
-        train(CFG, straight.out_dir, **QUIET)
+        train(cfg, straight.out_dir, **QUIET)
     with pytest.raises(ConfigError, match="cannot resume.*learning_rate"):
-        train(CFG.replace(learning_rate=1e-3), straight.out_dir, resume=True, **QUIET)
+        train(cfg.replace(learning_rate=1e-3), straight.out_dir, resume=True, **QUIET)
 
 
-def test_batch_not_divisible_by_devices_is_refused_first(tmp_path):
+def test_batch_not_divisible_by_devices_is_refused_first(cfg, tmp_path):
     with pytest.raises(ConfigError, match="divisible by the number of devices"):
-        train(CFG.replace(batch_size=6), tmp_path, **QUIET)
+        train(cfg.replace(batch_size=6), tmp_path, **QUIET)
     assert not (tmp_path / "checkpoints").exists()

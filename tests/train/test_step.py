@@ -12,9 +12,6 @@ from sparsejax.data import FactorDataset, get_dataset
 from sparsejax.models.vae import loss_terms
 from sparsejax.train import state as St
 from sparsejax.train import step as Sp
-from tests.train.conftest import tiny_config
-
-CFG = tiny_config()
 KS = (32, 20, 8)  # k changes every step: the step must not recompile
 
 
@@ -36,6 +33,11 @@ def _host(ds):
                          lambda f: np.asarray(ds.render(jnp.asarray(f))), on_device=False)
 
 
+@pytest.fixture(scope="module")
+def cfg(tiny):
+    return tiny()
+
+
 class Setup:
     def __init__(self, cfg, dataset, devices):
         self.cfg, self.dataset = cfg, dataset
@@ -52,18 +54,20 @@ class Setup:
             if self.dataset.on_device:
                 state, m = self.step(state, k)
             else:
-                images = Sp.host_batch(self.dataset, np.asarray(state.key), t, CFG.batch_size)
+                images = Sp.host_batch(self.dataset, np.asarray(state.key), t,
+                                       self.cfg.batch_size)
                 state, m = self.step(state, k, images)
         return state, m
 
 
 @pytest.fixture(scope="module")
-def setups(dsprites):
-    return {"one": Setup(CFG, dsprites, jax.devices()[:1]),
-            "four": Setup(CFG, _counted(dsprites), jax.devices()),
-            "vmap": Setup(CFG.replace(num_seeds=2, seed_map="vmap"), dsprites, jax.devices()),
-            "unroll": Setup(CFG.replace(num_seeds=2, seed_map="unroll"), dsprites, jax.devices()),
-            "host": Setup(CFG, _host(dsprites), jax.devices())}
+def setups(dsprites, cfg):
+    two = dict(num_seeds=2)
+    return {"one": Setup(cfg, dsprites, jax.devices()[:1]),
+            "four": Setup(cfg, _counted(dsprites), jax.devices()),
+            "vmap": Setup(cfg.replace(**two, seed_map="vmap"), dsprites, jax.devices()),
+            "unroll": Setup(cfg.replace(**two, seed_map="unroll"), dsprites, jax.devices()),
+            "host": Setup(cfg, _host(dsprites), jax.devices())}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +121,7 @@ def test_host_fed_batches_equal_device_batches(runs):
     _close(runs["host"][0].params, runs["four"][0].params)
 
 
-def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites):
+def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites, cfg):
     """One step's firing counts and loss equal a separate forward pass on the batch of
     (seed 0, step 0), drawn and rendered outside the step."""
     s = setups["one"]
@@ -127,8 +131,8 @@ def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites
     state1, m = s.step(state0, jnp.int32(12))
 
     k_data, k_eps = Sp.step_keys(jnp.asarray(key0), 0)
-    x = dsprites.render(dsprites.sample_factors(k_data, CFG.batch_size))
-    eps = jax.random.normal(k_eps, (CFG.batch_size, CFG.num_latents))
+    x = dsprites.render(dsprites.sample_factors(k_data, cfg.batch_size))
+    eps = jax.random.normal(k_eps, (cfg.batch_size, cfg.num_latents))
     out = nnx.merge(s.gd, params0)(x, eps, jnp.int32(12))
     h = np.asarray(out.h)
     np.testing.assert_array_equal(state1.fire[0], np.sum(h > 0, axis=0))
