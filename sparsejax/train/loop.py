@@ -218,8 +218,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
 # --------------------------------------------------------------------------- compiled fns
 # Fields that change no compiled program: runs differing only in these share one compiled
 # step and evaluator within a process (a study's repeated cells, a resumed run).
-_PROGRAM_IRRELEVANT = dict(epochs=1, seed=0, log_every=1, keep_checkpoints=1, data_dir=None, source="auto",
-                           steps_per_epoch=1)
+_PROGRAM_IRRELEVANT = dict(epochs=1, seed=0, log_every=1, keep_checkpoints=1, data_dir=None,
+                           source="auto", steps_per_epoch=1, schedule={"start": 1, "end": 1})
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 8
 

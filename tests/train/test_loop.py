@@ -81,6 +81,15 @@ def test_sigterm_mid_epoch_saves_and_resume_continues_exactly(straight, cfg, tmp
     jax.tree.map(np.testing.assert_array_equal, _params(run), _params(straight))
 
 
+def test_init_from_continues_another_run_with_a_new_schedule(straight, cfg, tmp_path):
+    """As the revival study does: start from a finished run's state, k held at its end."""
+    held = cfg.replace(epochs=1, schedule={"start": 8, "end": 8, "length": 1})
+    cont = train(held, tmp_path, init_from=straight.out_dir, **QUIET)
+    (r,) = cont.history
+    assert (r["epoch"], r["k"], r["step"]) == (0, 8, 3 * cfg.steps_per_epoch)
+    assert r["train_examples"] == cfg.steps_per_epoch * cfg.batch_size  # accumulators reset
+
+
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cfg, tmp_path):
     """Images turn NaN after the first epoch (a host-read dataset, as from a corrupt file)."""
     ds = get_dataset("dsprites", "procedural")
