@@ -67,7 +67,7 @@ SPARSIFIERS = {"topk": TopK, "l1": ReLU}
 
 
 def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto") -> nnx.Module:
-    """The sparsifier of a training method: ``"topk"`` -> :class:`TopK`, ``"l1"`` -> :class:`ReLU`."""
+    """The sparsifier of a training method: ``topk`` -> :class:`TopK`, ``l1`` -> :class:`ReLU`."""
     if method == "topk":
         return TopK(num_units, impl=topk_impl)
     if method == "l1":

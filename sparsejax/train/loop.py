@@ -136,7 +136,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         if resume and ckpt.latest_step() is not None:
             state, meta = ckpt.restore(abstract)
             epoch, j = int(meta["epoch"]), int(meta["step_in_epoch"])
-            log.truncate(epoch)
         elif init_from is not None:
             src = Checkpointer(Path(init_from) / CHECKPOINT_DIR)
             state, _ = src.restore(abstract)
@@ -146,6 +145,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         else:
             state = init_state(cfg, channels, rep)
             epoch, j = 0, 0
+        log.truncate(epoch)  # records past the checkpoint (or of a run killed before one)
         if jax.process_index() == 0:
             (out / CONFIG_FILE).write_text(cfg.to_json() + "\n")
 
