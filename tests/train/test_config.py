@@ -1,0 +1,61 @@
+"""Configs are validated before any work starts: clear errors, not tracebacks."""
+
+import json
+
+import pytest
+
+from sparsejax.sparsity.schedules import KSchedule
+from sparsejax.train import config as C
+from sparsejax.train.config import ConfigError, TrainConfig
+
+
+def test_presets_are_valid_and_shaped_as_documented():
+    smoke, small, paper = (C.preset(n) for n in ("smoke", "small", "paper"))
+    assert smoke.schedule.length == smoke.epochs == 3 and smoke.schedule.start == 500
+    assert paper.steps_per_epoch is None and paper.eval_size == 10_000 and paper.epochs == 50
+    assert paper.resolved_steps_per_epoch(737_280) == 11_520
+    assert small.schedule.end == 50 and small.epochs > small.schedule.length
+    assert C.preset("smoke", method="l1", num_seeds=3).seeds == (0, 1, 2)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(dataset="mnist"), "unknown dataset 'mnist'"),
+    (dict(method="topq"), "unknown method"),
+    (dict(schedule={"end": 600}), r"schedule.end = 600 is out of range.*1..500"),
+    (dict(num_units=40), r"schedule.start = 500 is out of range.*1..40"),
+    (dict(epochs=0), "epochs must be >= 1"),
+    (dict(batch_size=-64), "batch_size must be >= 1"),
+    (dict(steps_per_epoch=2.5), "steps_per_epoch must be an integer"),
+    (dict(learning_rate=0.0), "learning_rate must be > 0"),
+    (dict(thresholds=(0.0, -1.0)), "thresholds"),
+    (dict(topk_impl="fast"), "unknown topk_impl"),
+    (dict(schedule={"kind": "exp"}), "schedule: unknown k schedule kind"),
+    (dict(bogus=1), "unknown config field"),
+])
+def test_bad_values_are_refused(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        C.preset("smoke", **overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        C.preset("huge")
+
+
+def test_dict_round_trip_and_replace():
+    cfg = C.preset("small", method="l1", schedule=KSchedule("cosine", 400, 40, 20))
+    again = C.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg and isinstance(again, TrainConfig)
+    assert cfg.replace(schedule={"end": 20}).schedule == KSchedule("cosine", 400, 20, 20)
+
+
+def test_parse_value_from_command_line_strings():
+    assert C.parse_value("num_units", "256") == 256
+    assert C.parse_value("steps_per_epoch", "none") is None
+    assert C.parse_value("schedule.kind", "cosine") == "cosine"
+    assert C.parse_value("controller.gain", "0.5") == 0.5
+    assert C.parse_value("thresholds", "0,0.01") == (0.0, 0.01)
+    with pytest.raises(ConfigError, match="unknown config field"):
+        C.parse_value("units", "3")
+    with pytest.raises(ConfigError, match="expected a value of type"):
+        C.parse_value("epochs", "ten")
