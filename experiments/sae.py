@@ -293,7 +293,8 @@ def run(cfg: StudyConfig, preset: str, out: Path, *, resume: bool = False,
     dev = jax.devices()[0]
     res = {
         "study": "sae", "preset": preset, "command": command,
-        "config": dataclasses.asdict(cfg), "impl": ops.resolve_impl(cfg.impl),
+        "config": dataclasses.asdict(cfg),
+        "impl": ops.resolve_impl(cfg.impl, n=cfg.n_latents, op="values_indices"),
         "device": f"{dev.platform}:{dev.device_kind} x{n_dev}",
         "recovery": {key: v for key, v in rec.items() if key != "best_cosine"},
         "final": history.metrics[-1] if history.metrics else {},

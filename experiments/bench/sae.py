@@ -68,8 +68,10 @@ def bench_sae_train():
             cfg = sae_model.SAEConfig(d_in=D_IN, n_latents=N, k=K, k_aux=k_aux, impl=impl)
             rate = _step_rate(cfg, tcfg, mesh, dead_all)
             yield {"d_in": D_IN, "n": N, "k": K, "batch": BATCH, "k_aux": k_aux,
-                   "auxk_active": dead_all, "impl": ops.resolve_impl(impl),
-                   "auto": ops.resolve_impl(impl) == ops.resolve_impl(),
+                   "auxk_active": dead_all,
+                   "impl": ops.resolve_impl(impl, n=N, op="values_indices"),
+                   "auto": (ops.resolve_impl(impl, n=N, op="values_indices")
+                            == ops.resolve_impl("auto", n=N, op="values_indices")),
                    "devices": jax.device_count(), "vectors_per_s": round(rate, 1),
                    "encoder_floor_vectors_per_s": round(enc_floor, 1),
                    "x_encoder_floor": round(enc_floor / rate, 2),

@@ -38,8 +38,8 @@ def native_impls() -> list[str]:
 def bench_topk():
     backend = jax.default_backend()
     bw = copy_bandwidth_bytes_per_s()
-    auto = ops.resolve_impl("auto")
     for (b, n, k), op in ((shape, op) for shape in grid() for op in ("topk", "values_indices")):
+        auto = ops.resolve_impl("auto", n=n, op=op)
         x = jax.random.normal(jax.random.key(0), (b, n), jnp.float32)
         fn = ops.topk if op == "topk" else ops.topk_values_indices
         nbytes = x.size * 4 + (x.size * 4 if op == "topk" else b * k * 8)

@@ -59,7 +59,8 @@ class SAEConfig:
         need(self.n_latents >= 1, f"n_latents={self.n_latents} must be >= 1")
         need(self.activation in ACTIVATIONS,
              f"activation={self.activation!r} must be one of {ACTIVATIONS}")
-        need(1 <= self.k <= self.n_latents, f"k={self.k} must be in [1, n_latents={self.n_latents}]")
+        need(1 <= self.k <= self.n_latents,
+             f"k={self.k} must be in [1, n_latents={self.n_latents}]")
         need(0 <= self.k_aux <= self.n_latents,
              f"k_aux={self.k_aux} must be in [0, n_latents={self.n_latents}]")
         need(self.k_aux == 0 or self.activation == "topk",

@@ -51,7 +51,11 @@ def _layout(b: int, n: int, backend: str, chunk: int | None, block_rows: int | N
         rows = block_rows or 8
     else:  # Triton wants power-of-two blocks; interpret mode follows the GPU layout
         n_pad = _next_pow2(n)
-        chunk = chunk or min(n_pad, 4096)
+        # A row of up to 16384 stays in registers for all ~50 passes; measured on an H100
+        # at B=4096, N=16384: 0.62 ms resident, 1.26 ms in 8192-chunks, 3.1 ms in 4096-
+        # chunks re-read from L2 per pass. Longer rows stream in 4096-chunks (at N=65536,
+        # 8192-chunks measured no faster; 16384-chunks were not measured).
+        chunk = chunk or (n_pad if n_pad <= 16384 else 4096)
         rows = block_rows or max(1, min(_next_pow2(b), 4096 // min(n_pad, 4096), 16))
     n_pad = _round_up(n_pad, chunk)
     if n_pad % chunk:
@@ -60,7 +64,7 @@ def _layout(b: int, n: int, backend: str, chunk: int | None, block_rows: int | N
 
 
 def _kernel(k_ref, x_ref, *out_refs, chunk: int, idx_bits: int):
-    """One block of rows: k [R,1], x [R,Npad] -> (y [R,Npad],) threshold t [R,1], tie cut j [R,1]."""
+    """One block of rows: k [R,1], x [R,Npad] -> (y [R,Npad] if asked), t [R,1], j [R,1]."""
     y_ref, t_ref, j_ref = out_refs if len(out_refs) == 3 else (None, *out_refs)
     rows, n_pad = x_ref.shape
     n_chunks = n_pad // chunk

@@ -288,4 +288,4 @@ def topk_encode(x: jax.Array, W_enc: jax.Array, b_enc: jax.Array, k, *, impl: st
         raise ValueError(f"topk_encode expects x_offset of shape [d] = [{x.shape[1]}], got "
                          f"{jnp.shape(x_offset)}")
     return _encode(x, jnp.asarray(x_offset), W_enc, b_enc, k, aux_mask, k_max, k_aux,
-                   resolve_impl(impl))
+                   resolve_impl(impl, n=n, op="values_indices"))

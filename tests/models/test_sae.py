@@ -28,6 +28,13 @@ def test_init_unit_decoder_and_tied_encoder():
     np.testing.assert_array_equal(p.b_enc, 0.0)
 
 
+@pytest.fixture(autouse=True)
+def exact_float32_matmuls():
+    """The references multiply in full float32 (GPUs default to TF32)."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 @pytest.mark.parametrize("activation", ["topk", "relu"])
 def test_forward_and_grads_match_dense_reference(activation, rng):
     cfg = sae.SAEConfig(d_in=10, n_latents=30, k=5, activation=activation, impl="lax")

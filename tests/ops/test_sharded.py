@@ -9,7 +9,6 @@ from jax.sharding import PartitionSpec as P
 
 from sparsejax.ops import topk, topk_latent_sharded, topk_sharded, topk_values_indices
 
-
 IMPLS = ["lax", "approx", "pallas"]
 
 

@@ -9,7 +9,6 @@ from jax import lax
 from sparsejax import ops
 from sparsejax.ops import topk, topk_values_indices
 
-
 IMPLS = ["lax", "approx", "pallas"]
 
 
@@ -158,7 +157,12 @@ def test_bad_input_errors():
 
 
 def test_auto_resolves_and_says_which(caplog):
-    impl = ops.resolve_impl("auto")
-    assert impl == ops.AUTO_IMPL[jax.default_backend()]
+    assert ops.resolve_impl("auto", backend="cpu") == "lax"
     assert ops.resolve_impl("auto", backend="tpu") == "pallas"
+    assert ops.resolve_impl("auto", backend="gpu", n=500) == "lax"
+    assert ops.resolve_impl("auto", backend="gpu", n=4096) == "pallas"
+    assert ops.resolve_impl("auto", backend="gpu", n=4096, op="values_indices") == "lax"
+    assert ops.resolve_impl("auto", backend="gpu", n=16384, op="values_indices") == "pallas"
     assert ops.resolve_impl("lax") == "lax"
+    with pytest.raises(ValueError, match="op='dense'"):
+        ops.resolve_impl("auto", op="dense")
