@@ -5,7 +5,7 @@ a schedule, with Top-k (hard) or an L1 penalty steered to the same L0 (soft), on
 and Shapes3D, several seeds per cell, a dense VAE beside each dataset as the baseline.
 Every epoch records k and the achieved L0, the loss terms, MIG on the latent mean and on
 the sparse code, dead fractions at every threshold and by frequency, and unit-factor
-alignment. ``DIR/report.md`` puts the paper's table beside ours; ``DIR/results.json``
+alignment (the engine's default metrics hook, ``sparsejax.train.default_metrics``). ``DIR/report.md`` puts the paper's table beside ours; ``DIR/results.json``
 holds every number it shows; the plots are PNGs in ``DIR``.
 
     python -m experiments collapse --preset small --out runs/collapse
@@ -129,27 +129,6 @@ def preset_config(name: str, **overrides) -> CollapseConfig:
     return cfg
 
 
-# --------------------------------------------------------------------------- the metrics hook
-def study_metrics(factor_names):
-    """The per-epoch hook: MIG on the latent mean and the sparse code, firing statistics
-    (dead per threshold, dead by frequency, dense fractions, L0, density histogram) and
-    unit-factor alignment, from one pass's codes and counts."""
-    from sparsejax.metrics import alignment_from_mi, firing_stats, mig, mig_details
-
-    def metrics_fn(ev) -> dict:
-        out = {"mig_mean": float(mig(ev.mu, ev.factors))}
-        if ev.h is not None:
-            d = mig_details(ev.h, ev.factors)
-            out["mig_code"] = d.score
-            out["firing"] = firing_stats(ev.counts, ev.n, ev.thresholds).summary()
-            alive = ev.counts[0] > 0  # thresholds[0] is 0: fires at all
-            out["alignment"] = alignment_from_mi(d.mi_KxF, d.entropy_F, alive).summary(
-                factor_names)
-        return out
-
-    return metrics_fn
-
-
 # --------------------------------------------------------------------------- running
 def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path | None = None,
               tensorboard: bool = True) -> tuple[dict, dict, str]:
@@ -175,7 +154,6 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
               f"{list(tcfg.seeds)}", flush=True)
         init_from = None if init_root is None else init_root / "runs" / name
         result = train(tcfg, run_dir, resume=resume, init_from=init_from,
-                       metrics_fn=study_metrics(datasets[dataset].factor_names),
                        dataset=datasets[dataset], tensorboard=tensorboard)
         records[name] = result.history
         if result.status != "done":

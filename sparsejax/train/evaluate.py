@@ -39,6 +39,7 @@ class RunEval:
       thresholds: the T thresholds tau.
       terms: mean loss terms over the set (``recon``, ``kl``, ``sae``, ``l1``, ``l0``).
       k: the k the pass used.
+      factor_names: the dataset's factor names (for labelled per-factor figures).
     """
 
     factors: np.ndarray
@@ -48,6 +49,7 @@ class RunEval:
     thresholds: tuple[float, ...]
     terms: dict[str, float]
     k: int
+    factor_names: tuple[str, ...] = ()
 
     @property
     def n(self) -> int:
@@ -71,11 +73,13 @@ class EvalResult:
     thresholds: tuple[float, ...]
     terms: dict[str, np.ndarray]
     k: int
+    factor_names: tuple[str, ...] = ()
 
     def run(self, i: int) -> RunEval:
         return RunEval(self.factors, self.mu[i], None if self.h is None else self.h[i],
                        self.counts[i], self.thresholds,
-                       {n: float(v[i]) for n, v in self.terms.items()}, self.k)
+                       {n: float(v[i]) for n, v in self.terms.items()}, self.k,
+                       self.factor_names)
 
 
 def _tau_key(t: float) -> str:
@@ -140,22 +144,31 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
         mu = np.concatenate(jax.device_get(mus), axis=1)[:, :n]
         h = None if hs[0] is None else np.concatenate(jax.device_get(hs), axis=1)[:, :n]
         terms = {name: np.asarray(v) / n for name, v in jax.device_get(sums).items()}
-        return EvalResult(factors, mu, h, np.asarray(counts), cfg.thresholds, terms, int(k))
+        return EvalResult(factors, mu, h, np.asarray(counts), cfg.thresholds, terms, int(k),
+                          tuple(dataset.factor_names))
 
     return evaluate
 
 
 def default_metrics(ev: RunEval) -> dict:
-    """Metrics from :mod:`sparsejax.metrics`, whichever exist: MIG on the latent mean
-    (``mig_mean``) and on the sparse code (``mig_code``, sparse models only)."""
-    try:
-        from sparsejax import metrics
-    except ImportError:  # pragma: no cover - the package always exists
-        return {}
-    out = {}
-    mig = getattr(metrics, "mig", None)
-    if mig is not None:
-        out["mig_mean"] = float(mig(ev.mu, ev.factors))
-        if ev.h is not None:
-            out["mig_code"] = float(mig(ev.h, ev.factors))
+    """The metrics every epoch record gets from :mod:`sparsejax.metrics`.
+
+    - ``mig_mean``: dlib's discrete MIG on the latent mean.
+    - sparse models only: ``mig_code`` (MIG on the sparse code), ``firing`` (per threshold:
+      dead and rare fractions, dense fractions, mean L0, log10 firing-density histogram;
+      :func:`sparsejax.metrics.firing_stats`) and ``alignment`` (alive units, units specific
+      to one factor, per-factor counts; :func:`sparsejax.metrics.alignment_from_mi`, from
+      the same MI matrix as ``mig_code``).
+    """
+    from sparsejax.metrics import alignment_from_mi, firing_stats, mig, mig_details
+
+    out = {"mig_mean": float(mig(ev.mu, ev.factors))}
+    if ev.h is not None:
+        d = mig_details(ev.h, ev.factors)
+        out["mig_code"] = d.score
+        out["firing"] = firing_stats(ev.counts, ev.n, ev.thresholds).summary()
+        alive = ev.counts[list(ev.thresholds).index(0.0)] > 0 if 0.0 in ev.thresholds \
+            else np.asarray(ev.h > 0).any(axis=0)
+        out["alignment"] = alignment_from_mi(d.mi_KxF, d.entropy_F, alive).summary(
+            ev.factor_names or None)
     return out

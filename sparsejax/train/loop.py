@@ -219,7 +219,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
 # Fields that change no compiled program: runs differing only in these share one compiled
 # step and evaluator within a process (a study's repeated cells, a resumed run).
 _PROGRAM_IRRELEVANT = dict(epochs=1, seed=0, log_every=1, keep_checkpoints=1, data_dir=None,
-                           source="auto", steps_per_epoch=1, schedule={"start": 1, "end": 1})
+                           source="auto", steps_per_epoch=1,
+                           schedule={"kind": "linear", "start": 1, "end": 1, "length": 1,
+                                     "stages": 1})
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 8
 
@@ -276,7 +278,7 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
             "firing_counts": {_tau(t): c.tolist() for t, c in zip(run.thresholds, run.counts)}
             if run.counts.shape[1] else {},
             "eval_size": run.n,
-            "train_firing_counts": host["fire"][i].tolist(),
+            "train_firing_counts": host["fire"][i].tolist() if cfg.sparse else [],
             "train_examples": int(steps) * cfg.batch_size,
         }
         if metrics_fn is not None:

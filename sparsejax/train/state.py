@@ -32,7 +32,8 @@ class TrainState:
       key: uint32 [2], raw base key of the run; the batch and noise of step t are drawn
         from ``fold_in(key, t)``, so they depend on (seed, step) only.
       ctrl: L1 controller state.
-      fire: int32 [N], per-unit count of training examples with h > 0 in this epoch.
+      fire: int32 [N], per-unit count of training examples with h > 0 in this epoch ([1],
+        always zero, for the dense VAE).
       sums: float32 sums over this epoch's steps of each of :data:`LOSS_TERMS`, and
         ``steps``, the number of steps summed.
       bad_step: int32, the first step whose loss was NaN or Inf (-1: none).
@@ -70,7 +71,8 @@ def init_one(cfg: TrainConfig, channels: int, seed: jax.Array) -> TrainState:
     k_params, k_run = jax.random.split(jax.random.key(seed))
     model = make_model(cfg, channels, nnx.Rngs(params=k_params))
     params = nnx.state(model, nnx.Param)
-    n = cfg.num_units if cfg.sparse else 0
+    # the dense VAE keeps one always-zero slot: orbax cannot checkpoint an empty array
+    n = cfg.num_units if cfg.sparse else 1
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

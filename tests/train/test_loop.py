@@ -121,3 +121,12 @@ def test_batch_not_divisible_by_devices_is_refused_first(cfg, tmp_path):
     with pytest.raises(ConfigError, match="divisible by the number of devices"):
         train(cfg.replace(batch_size=6), tmp_path, **QUIET)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_dense_baseline_checkpoints_and_resumes(tiny, tmp_path):
+    # The dense VAE has no sparse units; its checkpoint must still save and restore.
+    cfg = tiny(method="dense", epochs=1)
+    first = train(cfg, tmp_path, tensorboard=False, **QUIET)
+    assert first.status == "done" and first.history[0]["train_firing_counts"] == []
+    restored = load_run(tmp_path)
+    jax.tree.map(np.testing.assert_array_equal, _params(restored), _params(first))
