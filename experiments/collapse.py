@@ -110,7 +110,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                              schedule=dict(length=3))),
     # a 2-core CPU in about 10 minutes: k 500 -> 50 over 8 epochs, then 2 epochs held
     "small": dict(preset="small", num_seeds=3, revival_epochs=10,
-                  train=dict(epochs=10, steps_per_epoch=40, eval_size=4096, eval_batch=1024,
+                  train=dict(epochs=10, steps_per_epoch=30, eval_size=2048, eval_batch=1024,
                              schedule=dict(length=8))),
     # the paper: 50 epochs of one pass over the dataset each, k 500 -> 50 over all 50
     "paper": dict(preset="paper", num_seeds=3, revival_epochs=100, train=dict()),
