@@ -162,27 +162,16 @@ def write_plots(results: dict, out: Path) -> list[tuple[str, str]]:
         panels = {d: {METHOD_LABEL[m]: _series(results, d, m,
                                                lambda r: 100 * r["dead_fraction"]["0"])
                       for m in methods} for d in datasets}
-        hl = {}
-        seed_band_panels(panels, x=x, xlabel="epoch", ylabel="dead units (%), tau = 0",
-                         path=out / "dead_fraction.png", ylim=(0, 100),
-                         title="Dead units vs epoch (band: lowest to highest seed; dashed: paper "
-                               "at k = 50)",
-                         hlines={f"paper {METHOD_LABEL[m]}": PAPER[(d, m)][0]
-                                 for d in datasets for m in methods} if len(datasets) == 1
-                         else hl)
-        if len(datasets) > 1:  # per-panel paper lines: draw each dataset separately
-            for d in datasets:
-                seed_band_panels({d: panels[d]}, x=x, xlabel="epoch",
-                                 ylabel="dead units (%), tau = 0",
-                                 path=out / f"dead_fraction_{d}.png", ylim=(0, 100),
-                                 title=f"{d}: dead units vs epoch (dashed: paper at k = 50)",
-                                 hlines={f"paper {METHOD_LABEL[m]}": PAPER[(d, m)][0]
-                                         for m in methods})
-            figs += [(f"dead_fraction_{d}.png", f"{d}: dead units (tau = 0) per epoch, mean "
-                      "over seeds, band from the lowest to the highest seed; dashed lines are "
-                      "the paper's rates at k = 50") for d in datasets]
-        else:
-            figs.append(("dead_fraction.png", "dead units (tau = 0) per epoch"))
+        for d in datasets:  # one figure per dataset: each has its own paper levels
+            seed_band_panels({d: panels[d]}, x=x, xlabel="epoch",
+                             ylabel="dead units (%), tau = 0",
+                             path=out / f"dead_fraction_{d}.png", ylim=(0, 100),
+                             title=f"{d}: dead units per epoch",
+                             hlines={f"paper {METHOD_LABEL[m]} at k = 50": PAPER[(d, m)][0]
+                                     for m in methods})
+        figs += [(f"dead_fraction_{d}.png", f"{d}: dead units (tau = 0) per epoch, mean over "
+                  "seeds, band from the lowest to the highest seed; dashed lines are the "
+                  "paper's rates at k = 50") for d in datasets]
     mig_panels = {}
     for d in datasets:
         mig_panels[f"{d}: latent mean"] = {

@@ -9,6 +9,8 @@ import os
 import zlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# References are float32/float64 numpy: on a GPU, full-precision matmuls instead of TF32.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ["JAX_NUM_CPU_DEVICES"] = "4"
 
 import jax  # noqa: E402  (must come after the environment is set)

@@ -102,11 +102,20 @@ def init_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:
     avoids compiling one large program of random initialisers (slow on XLA:CPU) for a
     computation that runs once.
     """
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    with jax.default_device(_host_device()):
         runs = [init_one(cfg, channels, jnp.uint32(s)) for s in cfg.seeds]
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *runs)
     return jax.device_put(stacked, sharding) if sharding is not None else \
         jax.tree.map(jnp.asarray, stacked)
+
+
+def _host_device() -> jax.Device:
+    """The CPU device when the CPU backend is loaded (e.g. not under JAX_PLATFORMS=cuda),
+    else the default device."""
+    try:
+        return jax.local_devices(backend="cpu")[0]
+    except RuntimeError:
+        return jax.local_devices()[0]
 
 
 def abstract_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:

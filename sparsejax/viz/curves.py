@@ -30,7 +30,8 @@ def seed_band_panels(panels: Mapping[str, Mapping[str, np.ndarray]], *, x: np.nd
     """
     plt = _plt()
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, n, figsize=(max(4.2 * n, 5.5), 3.4), squeeze=False,
+                             sharey=True)
     for ax, (pname, series) in zip(axes[0], panels.items()):
         for label, y_SxE in series.items():
             y_SxE = np.atleast_2d(np.asarray(y_SxE, np.float64))
