@@ -3,7 +3,8 @@
 Two processes on 127.0.0.1, two CPU devices each (gloo collectives), started through the
 launcher's worker (``python -m launch.worker --coordinator ... --num-processes 2
 --process-id I``), train the hybrid VAE-SAE for a few steps with the engine's jitted
-data-parallel step over one global mesh, and must match one process with four devices:
+data-parallel step over one global mesh (alone, and inside the whole training loop), and
+must match one process with four devices:
 the same losses and parameters to float tolerance.
 """
 
@@ -66,8 +67,10 @@ def run_two_processes(study, module_flags, out: Path):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
-    study = ["hybrid", "--steps", "3"]
+@pytest.mark.parametrize("api", ["step", "train"])
+def test_two_processes_match_one_process_with_four_devices(tmp_path, api):
+    # "step": the jitted step alone; "train": the whole loop (evaluation, checkpoints).
+    study = ["hybrid", "--steps", "3", "--api", api]
     flags = ["--module", "tests.launch.engine_study"]
     run_single(study, flags, tmp_path / "one")
     run_two_processes(study, flags, tmp_path / "two")
@@ -75,7 +78,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     two = json.loads((tmp_path / "two" / "history.json").read_text())
     assert (one["devices"], one["processes"]) == (4, 1)
     assert (two["devices"], two["processes"]) == (4, 2)
-    assert len(one["losses"]) == 3
+    assert len(one["losses"]) == (3 if api == "step" else 1)  # per step; per epoch
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
     p1, p2 = np.load(tmp_path / "one" / "params.npz"), np.load(tmp_path / "two" / "params.npz")
     assert p1.files == p2.files and len(p1.files) > 10

@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 from sparsejax.data import FactorDataset
 from sparsejax.models.vae import loss_terms
 from sparsejax.train.config import TrainConfig
-from sparsejax.train.step import batch_sharding, over_seeds, replicated
+from sparsejax.train.step import batch_sharding, global_array, over_seeds, replicated
 
 EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0")
 
@@ -136,7 +136,8 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
             sl = slice(c * chunk, (c + 1) * chunk)
             xin = factors_p[sl] if on_device else np.asarray(dataset.render(factors_p[sl]),
                                                               np.float32)
-            mu, h, s, cnt = fn(params_S, k_arr, xin, eps_p[sl], mask_p[sl])
+            mu, h, s, cnt = fn(params_S, k_arr, *(global_array(a, x_sharding)
+                                                  for a in (xin, eps_p[sl], mask_p[sl])))
             mus.append(mu)
             hs.append(h)
             counts = counts + cnt

@@ -40,7 +40,8 @@ from sparsejax.train.evaluate import EvalResult, RunEval, default_metrics, make_
 from sparsejax.train.logs import METRICS_FILE, MetricsLog, Progress
 from sparsejax.train.state import (LOSS_TERMS, TrainState, abstract_state, init_state,
                                    model_graphdef, start_epoch)
-from sparsejax.train.step import check_batch, host_batch, make_mesh, make_train_step, replicated
+from sparsejax.train.step import (batch_sharding, check_batch, global_array, host_batch,
+                                  make_mesh, make_train_step, replicated)
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -155,6 +156,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         status = "done"
         gstep = int(jax.device_get(state.step)[0])  # host copy of the global step
         key_data = None if ds.on_device else np.asarray(jax.device_get(state.key))
+        image_sharding = batch_sharding(mesh, seed_axis=True)
         with _StopFlag() as stop:
             while epoch < cfg.epochs:
                 k = int(cfg.schedule(epoch))
@@ -165,7 +167,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                     if ds.on_device:
                         state, m = step_fn(state, k_arr)
                     else:  # file/TFDS data: the same (seed, step) batch, read on the host
-                        images = host_batch(ds, key_data, gstep, cfg.batch_size)
+                        images = global_array(host_batch(ds, key_data, gstep,
+                                                         cfg.batch_size), image_sharding)
                         state, m = step_fn(state, k_arr, images)
                     j, gstep = j + 1, gstep + 1
                     if j % cfg.log_every == 0 or j == spe:

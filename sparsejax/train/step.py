@@ -51,6 +51,14 @@ def batch_sharding(mesh: Mesh, *, seed_axis: bool = False) -> NamedSharding:
     return NamedSharding(mesh, P(None, DATA_AXIS) if seed_axis else P(DATA_AXIS))
 
 
+def global_array(x, sharding: NamedSharding) -> jax.Array:
+    """A global array from host data that every process holds in full (the fixed
+    evaluation set, a host-read batch). Each process places only its own devices' shards,
+    which a multi-process ``jit`` needs: it refuses numpy inputs with a sharded layout."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
 def check_batch(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
     n = mesh.devices.size
     if batch_size % n:

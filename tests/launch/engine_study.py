@@ -81,10 +81,11 @@ def _steps(cfg, args):
 
 
 def _loop(cfg, args):
-    from sparsejax.train import train
+    from sparsejax.train import init_state, train
 
+    init = _host(init_state(cfg, channels=1).params)  # what train() starts from
     result = train(cfg, Path(args.out) / "run", metrics_fn=None, tensorboard=False,
                    progress_tty=False)
     if result.status != "done":
         raise RuntimeError(f"training ended {result.status}")
-    return None, result.state, [r["train"]["loss"] for r in result.history]
+    return init, result.state, [r["train"]["loss"] for r in result.history]
