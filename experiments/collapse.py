@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from sparsejax.atomic_io import write_atomic as atomic_write
 
 PAPER = {  # REFERENCE.md section 1: dead-unit rate at k = 50, mean +- std (%)
     ("dsprites", "topk"): (34.4, 0.9), ("shapes3d", "topk"): (62.7, 1.3),
@@ -162,21 +162,23 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
     return records, sources, "done"
 
 
+def run_cells_or_exit_code(cfg: CollapseConfig, out: Path, **kwargs):
+    """:func:`run_cells`, or the CLI's exit code (2 refused, 1 failed) with the error on
+    stderr."""
+    from sparsejax.train import CheckpointError, ConfigError, RunExistsError, TrainingDiverged
+
+    try:
+        return run_cells(cfg, out, **kwargs)
+    except (ConfigError, RunExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (TrainingDiverged, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
 def cell_name(dataset: str, method: str) -> str:
     return f"{dataset}-{method}"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Writes ``text`` through a temporary file and a rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def config_dict(cfg: CollapseConfig) -> dict:
@@ -273,20 +275,15 @@ def execute(cfg: CollapseConfig, out: Path, *, resume: bool, command: str,
             tensorboard: bool = True) -> int:
     """Runs (or resumes) the study and writes results.json, report.md and the plots."""
     from experiments import collapse_report
-    from sparsejax.train import CheckpointError, ConfigError, RunExistsError, TrainingDiverged
 
     out.mkdir(parents=True, exist_ok=True)
     timing_path = out / "timing.json"
     timing = json.loads(timing_path.read_text()) if resume and timing_path.exists() else {}
     t0 = time.perf_counter()
-    try:
-        records, sources, status = run_cells(cfg, out, resume=resume, tensorboard=tensorboard)
-    except (ConfigError, RunExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (TrainingDiverged, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    ran = run_cells_or_exit_code(cfg, out, resume=resume, tensorboard=tensorboard)
+    if isinstance(ran, int):
+        return ran
+    records, sources, status = ran
     wall = timing.get("wall_time_s", 0.0) + time.perf_counter() - t0
     atomic_write(timing_path, json.dumps({"wall_time_s": wall}) + "\n")
     if status != "done":

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.collapse import CollapseConfig, atomic_write, cell_name, run_cells
+from experiments.collapse import (CollapseConfig, atomic_write, cell_name,
+                                  run_cells_or_exit_code)
 
 
 def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from experiments.collapse_report import by_run
-    from sparsejax.train import CheckpointError, ConfigError, RunExistsError, TrainingDiverged
+    from sparsejax.train import ConfigError
     from sparsejax.train.logs import read_records
 
     src, out = Path(args.source_dir), Path(args.out)
@@ -155,15 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m experiments revival " + shlex.join(sys.argv[2:] if argv is None
                                                              else argv)
     t0 = time.perf_counter()
-    try:
-        records, _, status = run_cells(cfg, out, resume=args.resume, init_root=src,
-                                       tensorboard=not args.no_tensorboard)
-    except (ConfigError, RunExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (TrainingDiverged, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    ran = run_cells_or_exit_code(cfg, out, resume=args.resume, init_root=src,
+                                 tensorboard=not args.no_tensorboard)
+    if isinstance(ran, int):
+        return ran
+    records, _, status = ran
     if status != "done":
         print(f"[revival] interrupted; continue with: {command} --resume", file=sys.stderr)
         return 130

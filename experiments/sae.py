@@ -21,13 +21,13 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from sparsejax.atomic_io import write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,19 +126,6 @@ def recovery(features_FxD: np.ndarray, W_dec_NxD: np.ndarray, threshold: float) 
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def save_checkpoint(path: Path, state, epoch: int, history, cfg: StudyConfig) -> None:
     import io
 
@@ -149,7 +136,7 @@ def save_checkpoint(path: Path, state, epoch: int, history, cfg: StudyConfig) ->
     np.savez(buf, epoch=epoch, config=json.dumps(dataclasses.asdict(cfg)),
              history=json.dumps({"steps": history.steps, "metrics": history.metrics}),
              **{f"leaf_{i}": leaf for i, leaf in enumerate(leaves)})
-    _atomic_write(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path, like_state, cfg: StudyConfig):
@@ -304,8 +291,8 @@ def run(cfg: StudyConfig, preset: str, out: Path, *, resume: bool = False,
     }
     _plot(out / png, rec["best_cosine"], history, cfg,
           f"TopK SAE (N={cfg.n_latents}, k={cfg.k}) on {cfg.n_features} true features")
-    _atomic_write(out / "results.json", json.dumps(res, indent=1).encode())
-    _atomic_write(out / "report.md", report_md(res).encode())
+    write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
+    write_atomic(out / "report.md", report_md(res).encode())
     return res
 
 

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from sparsejax.atomic_io import write_atomic
+from sparsejax.viz.grids import save_figure
 from sparsejax.train import config as config_lib
 from sparsejax.train.config import PRESETS, ConfigError
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_outputs(out: Path, cfg, history: list[dict], status: str, wall_s: float,
                   command: str) -> None:
     """results.json, report.md and training.png from the epoch records."""
-    (out / "results.json").write_text(json.dumps(
+    write_atomic(out / "results.json", json.dumps(
         {"command": command, "status": status, "wall_time_s": wall_s,
          "config": config_lib.to_dict(cfg), "history": history}) + "\n")
     plot_training(history, out / "training.png")
@@ -118,7 +120,7 @@ def write_outputs(out: Path, cfg, history: list[dict], status: str, wall_s: floa
                              r["eval"]["recon"], r["eval"]["kl"], r["eval"]["sae"],
                              "-" if dead is None else f"{100 * dead:.1f}%",
                              _fmt(r.get("mig_mean")), _fmt(r.get("mig_code"))))
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "report.md", "\n".join(lines) + "\n")
 
 
 def _fmt(v) -> str:
@@ -157,8 +159,7 @@ def plot_training(history: list[dict], path: Path) -> None:
     ax_l.legend(fontsize=7)
     ax_k.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

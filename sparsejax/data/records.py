@@ -8,7 +8,6 @@ order, TFDS in a shuffled order). ``point_to_row`` is the bridge: for every grid
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,15 +66,3 @@ def cache_path(source: Path, suffix: str) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sparsejax"
     root.mkdir(parents=True, exist_ok=True)
     return root / beside.name
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Writes ``array`` to ``path`` through a temporary file and a rename (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

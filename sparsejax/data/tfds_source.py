@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from sparsejax.data.dataset import FactorDataset
-from sparsejax.data.records import (DataFileError, atomic_save_npy, cache_path, point_to_row,
-                                    rows_for)
+from sparsejax.atomic_io import save_npy_atomic
+from sparsejax.data.records import DataFileError, cache_path, point_to_row, rows_for
 
 _BATCH = 1024
 
@@ -77,5 +77,5 @@ def _classes(spec, source, root: Path, where: str) -> np.ndarray:
         except KeyError as e:
             raise DataFileError(f"{where}: records lack the label {e}; expected {keys}") from None
     if cache is not None:
-        atomic_save_npy(cache, out)
+        save_npy_atomic(cache, out)
     return out

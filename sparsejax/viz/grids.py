@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from sparsejax.atomic_io import write_atomic
 
 
 def factor_sweeps(ds, base_F) -> tuple[np.ndarray, np.ndarray]:
@@ -69,18 +70,15 @@ def save_factor_sweeps(ds, base_F, path: str | os.PathLike, title: str | None = 
     return save_figure(fig, path)
 
 
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Saves a matplotlib figure atomically (temporary file, then rename) and closes it."""
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Saves a matplotlib figure as PNG atomically and closes it."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.png")
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        fig.savefig(buf, format="png", **savefig_kwargs)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
-    return path
+    return write_atomic(path, buf.getvalue())
