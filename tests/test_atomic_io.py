@@ -1,0 +1,36 @@
+"""Atomic writes: the target is either the old file or the new one, never a torn one."""
+
+import os
+
+import numpy as np
+import pytest
+
+from sparsejax.atomic_io import save_npy_atomic, write_atomic
+
+
+def test_write_replaces_and_creates_parents(tmp_path):
+    path = tmp_path / "a" / "b" / "r.json"
+    write_atomic(path, "first")
+    write_atomic(path, b"second")
+    assert path.read_text() == "second"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    write_atomic(path, "good")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(path, "new")
+    assert path.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_save_npy_roundtrip(tmp_path, rng):
+    a = rng.normal(size=(7, 3)).astype(np.float32)
+    save_npy_atomic(tmp_path / "a.npy", a)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
