@@ -404,7 +404,9 @@ def _mutual_info_intervals(x_NxK, e_KxE, y_NxF, *, num_bins: int, sizes: tuple[i
                                                     jnp.asarray(seg, jnp.int32))
         n_BxAxV = jnp.concatenate([kept_BxAxW, last_BxAxF], axis=-1)[:, :, order]
         terms = _plugin_terms(n_BxAxV, n_BxA[:, :, None], n_V, jnp.int32(n))
-        return terms.sum(axis=1) @ jnp.asarray(_segment_matrix(sizes))  # bins, then values
+        # float sums: full float32 (a GPU's default TF32 keeps only 10 mantissa bits)
+        return jnp.matmul(terms.sum(axis=1), jnp.asarray(_segment_matrix(sizes)),
+                          precision=lax.Precision.HIGHEST)  # bins, then values
 
     mi = lax.map(mi_of_block, (x, e)).reshape(blocks * block, len(sizes))[:k]
     return jnp.maximum(mi, 0.0)  # as sklearn: rounding noise never makes MI negative
@@ -444,7 +446,8 @@ def mutual_info_intervals(x_NxK, e_KxE, y_NxF, sizes: Sequence[int]) -> jax.Arra
 @functools.partial(jax.jit, static_argnames=("sizes",))
 def _entropy_ids(y_NxF, *, sizes):
     n_V = _onehot_columns(y_NxF, sizes).sum(axis=0).astype(jnp.int32)
-    return _entropy_terms(n_V, jnp.int32(y_NxF.shape[0])) @ jnp.asarray(_segment_matrix(sizes))
+    return jnp.matmul(_entropy_terms(n_V, jnp.int32(y_NxF.shape[0])),
+                      jnp.asarray(_segment_matrix(sizes)), precision=lax.Precision.HIGHEST)
 
 
 def entropy_ids(y_NxF, sizes: Sequence[int]) -> jax.Array:
