@@ -108,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(preset="smoke", num_seeds=2, revival_epochs=2,
                   train=dict(epochs=3, steps_per_epoch=20, eval_size=1024, eval_batch=512,
                              schedule=dict(length=3))),
-    # a 2-core CPU in about 10 minutes: k 500 -> 50 over 8 epochs, then 2 epochs held
+    # a 2-core CPU in about 11 minutes: k 500 -> 50 over 8 epochs, then 2 epochs held
     "small": dict(preset="small", num_seeds=3, revival_epochs=10,
                   train=dict(epochs=10, steps_per_epoch=30, eval_size=2048, eval_batch=1024,
                              schedule=dict(length=8))),
