@@ -123,8 +123,10 @@ def conv_transpose_s2(x, kernel, impl: str):
     return depth_to_space(y)
 
 
-class Conv(nnx.Module):
-    """Stride-2 "SAME" conv with bias; the parameters of ``nnx.Conv(ci, co, k, 2)``."""
+class _StridedConv(nnx.Module):
+    """Kernel ``[k, k, ci, co]`` and bias of a stride-2 "SAME" layer; ``_op`` applies it."""
+
+    _op = None  # conv_s2 or conv_transpose_s2
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
                  impl: str = "auto", rngs: nnx.Rngs):
@@ -134,22 +136,20 @@ class Conv(nnx.Module):
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,)))
 
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        return conv_s2(x_BxHxWxC, self.kernel[...], self.impl) + self.bias[...]
+        return type(self)._op(x_BxHxWxC, self.kernel[...], self.impl) + self.bias[...]
 
 
-class ConvTranspose(nnx.Module):
+class Conv(_StridedConv):
+    """Stride-2 "SAME" conv with bias; the parameters of ``nnx.Conv(ci, co, k, 2)``."""
+
+    _op = staticmethod(conv_s2)
+
+
+class ConvTranspose(_StridedConv):
     """Stride-2 "SAME" transposed conv with bias; the parameters of
     ``nnx.ConvTranspose(ci, co, k, 2)`` (kernel ``[k, k, ci, co]``, not flipped)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
-                 impl: str = "auto", rngs: nnx.Rngs):
-        self.impl = resolve_conv_impl(impl)
-        self.kernel = nnx.Param(kernel_init(rngs.params(),
-                                            (kernel_size, kernel_size, in_features, out_features)))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,)))
-
-    def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        return conv_transpose_s2(x_BxHxWxC, self.kernel[...], self.impl) + self.bias[...]
+    _op = staticmethod(conv_transpose_s2)
 
 
 def dense(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
