@@ -44,6 +44,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparsejax.atomic_io import write_atomic
+
 from launch.common import LaunchError, parse_int_list, run_cli, shell_join, split_study_args
 
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
@@ -314,19 +316,7 @@ def done_points(out: Path) -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, record: Mapping) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, json.dumps(record, indent=1) + "\n")
 
 
 def plan(points: Sequence[Point], done: Mapping[str, str], group_key: str | None,

@@ -59,22 +59,23 @@ def _one_minus_entropy(p, base: int, axis: int):
     return 1.0 - scipy.stats.entropy(p + 1e-11, base=base, axis=axis)
 
 
-def disentanglement(importance_KxF) -> float:
-    """D from an importance matrix ``[K, F]``."""
-    r = _check_importance(importance_KxF)
-    per_code = _one_minus_entropy(r, r.shape[1], axis=1)
+def _row_score(r) -> float:
+    """sum_i rho_i (1 - H_C(P_i.)): rows weighted by their share of the importance, entropy
+    in base C (the number of columns)."""
+    per_row = _one_minus_entropy(r, r.shape[1], axis=1)
     if r.sum() == 0.0:
         r = np.ones_like(r)
-    return float(np.sum(per_code * r.sum(axis=1) / r.sum()))
+    return float(np.sum(per_row * r.sum(axis=1) / r.sum()))
+
+
+def disentanglement(importance_KxF) -> float:
+    """D from an importance matrix ``[K, F]``: per code, entropy over factors (base F)."""
+    return _row_score(_check_importance(importance_KxF))
 
 
 def completeness(importance_KxF) -> float:
-    """C from an importance matrix ``[K, F]``."""
-    r = _check_importance(importance_KxF)
-    per_factor = _one_minus_entropy(r, r.shape[0], axis=0)
-    if r.sum() == 0.0:
-        r = np.ones_like(r)
-    return float(np.sum(per_factor * r.sum(axis=0) / r.sum()))
+    """C from an importance matrix ``[K, F]``: per factor, entropy over codes (base K)."""
+    return _row_score(_check_importance(importance_KxF).T)
 
 
 def importance_gbt(train, test, seed: int = 0):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsejax.atomic_io import write_atomic
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -40,9 +42,7 @@ class MetricsLog:
         if not self.writer:
             return
         keep = [r for r in self.records() if r["epoch"] < before_epoch]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        tmp.replace(self.path)
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, records: Sequence[dict]) -> None:
         if not self.writer:

@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from sparsejax.atomic_io import write_atomic
+
 
 def _write(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record))
 
 
 def main(argv: list[str] | None = None) -> int:
