@@ -131,9 +131,10 @@ def preset_config(name: str, **overrides) -> CollapseConfig:
 
 # --------------------------------------------------------------------------- running
 def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path | None = None,
-              tensorboard: bool = True) -> tuple[dict, dict, str]:
+              tensorboard: bool = True, label: str = "collapse") -> tuple[dict, dict, str]:
     """Trains every cell (or picks up finished ones); returns (records by cell, data sources,
-    status). With ``init_root`` each run starts from ``init_root/runs/<cell>`` (revival)."""
+    status). With ``init_root`` each run starts from ``init_root/runs/<cell>`` (revival).
+    ``label`` prefixes the progress lines."""
     from sparsejax.data import get_dataset
     from sparsejax.train import train
     from sparsejax.train.logs import read_records
@@ -146,11 +147,12 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
         run_dir = out / "runs" / name
         if (run_dir / "DONE").exists():
             records[name] = read_records(run_dir / "metrics.jsonl")
-            print(f"[collapse] {name}: finished earlier, {len(records[name])} records", flush=True)
+            print(f"[{label}] {name}: finished earlier, {len(records[name])} records",
+                  flush=True)
             continue
         tcfg = cfg.train_config(dataset, method)
         spe = tcfg.resolved_steps_per_epoch(len(datasets[dataset]))
-        print(f"[collapse] {name}: {tcfg.epochs} epochs x {spe} steps, seeds "
+        print(f"[{label}] {name}: {tcfg.epochs} epochs x {spe} steps, seeds "
               f"{list(tcfg.seeds)}", flush=True)
         init_from = None if init_root is None else init_root / "runs" / name
         result = train(tcfg, run_dir, resume=resume, init_from=init_from,

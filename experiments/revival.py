@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              else argv)
     t0 = time.perf_counter()
     ran = run_cells_or_exit_code(cfg, out, resume=args.resume, init_root=src,
-                                 tensorboard=not args.no_tensorboard)
+                                 tensorboard=not args.no_tensorboard, label="revival")
     if isinstance(ran, int):
         return ran
     records, _, status = ran
