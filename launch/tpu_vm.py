@@ -530,7 +530,7 @@ def flow_from_args(args: argparse.Namespace, study: list[str], runner: Runner) -
     if not _RUN_ID.match(run_id):
         raise LaunchError(f"bad --run-id {run_id!r}; expected letters, digits, '.', '_', '-'")
     if args.grid:
-        from launch.sweep import parse_grid  # same checks as the sweep on the worker
+        from launch.grid import parse_grid  # same checks as the sweep on the worker
         parse_grid(args.grid)
     if study:
         from experiments.__main__ import STUDIES

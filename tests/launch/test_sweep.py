@@ -1,5 +1,5 @@
-"""The sweep launcher: grid expansion, grouping, sharding, device environments, and a real
-sweep over 4 simulated devices that is killed and resumed and still runs every point once."""
+"""The sweep launcher end to end: its dry run, and a real sweep over 4 simulated devices that
+is killed and resumed and still runs every point once."""
 
 import json
 import os
@@ -12,133 +12,14 @@ from pathlib import Path
 import pytest
 
 from launch.common import LaunchError
-from launch.sweep import (Task, auto_per_process, device_env, expand, group_points, main,
-                          parse_grid, parse_shard, plan, task_argv, task_flags)
+from launch.grid import expand, parse_grid
+from launch.sweep import main
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = "tests.launch.fake_study"
 
 
-# --------------------------------------------------------------------------- pure parts
-
-def test_grid_expands_in_order_with_readable_ids():
-    points = expand(parse_grid(["dataset=dsprites,shapes3d", "method=topk,l1", "seed=0,1,2"]))
-    assert len(points) == 12
-    assert points[0].id == "dataset=dsprites,method=topk,seed=0"
-    assert points[1].id == "dataset=dsprites,method=topk,seed=1"
-    assert points[-1].id == "dataset=shapes3d,method=l1,seed=2"
-    assert len({p.id for p in points}) == 12
-
-
-@pytest.mark.parametrize("spec, message", [
-    ("seed", "expected KEY=V1,V2"),
-    ("--seed=1,2", "expected KEY=V1,V2"),
-    ("seed=1,,2", "empty value"),
-    ("seed=1,1", "repeats a value"),
-    ("x;rm=1", "expected KEY=V1,V2"),
-])
-def test_bad_grid_is_refused(spec, message):
-    with pytest.raises(LaunchError, match=message):
-        parse_grid([spec])
-
-
-def test_repeated_key_and_empty_grid_are_refused():
-    with pytest.raises(LaunchError, match="given twice"):
-        parse_grid(["seed=0", "seed=1"])
-    with pytest.raises(LaunchError, match="no --grid"):
-        parse_grid([])
-
-
-def test_odd_values_become_safe_directory_names_and_stay_verbatim_in_argv():
-    evil = "x; rm -rf /"
-    (point,) = expand(parse_grid([f"note={evil}"]))
-    assert "/" not in point.id and " " not in point.id and ";" not in point.id
-    assert point.id.startswith("note=x_rm_-rf~")
-    argv = task_argv(Task((point,)), python="python", module="experiments", study="train",
-                     extra=[], out_dir="OUT/" + point.id, resume=False)
-    assert argv[argv.index("--note") + 1] == evil  # one argv element, never a shell string
-
-
-def test_grouping_puts_seeds_of_one_cell_in_one_process():
-    points = expand(parse_grid(["method=topk,l1", "seed=0,1,2"]))
-    tasks = group_points(points, "seed", 2)
-    assert [t.id for t in tasks] == ["method=topk,seed=0+1", "method=topk,seed=2",
-                                     "method=l1,seed=0+1", "method=l1,seed=2"]
-    argv = task_argv(tasks[0], python="py", module="experiments", study="collapse",
-                     extra=["--preset", "smoke"], out_dir="O/x", resume=True,
-                     group_flag="--seeds")
-    assert argv == ["py", "-m", "experiments", "collapse", "--preset", "smoke", "--method",
-                    "topk", "--seeds", "0,1", "--out", "O/x", "--resume"]
-    assert [t.id for t in group_points(points, "seed", 1)] == [p.id for p in points]
-    assert len(group_points(points, "absent", 3)) == 6
-
-
-def test_seeds_given_as_first_and_count_stay_consecutive():
-    points = expand(parse_grid(["seed=0,1,2,5,6"]))
-    tasks = group_points(points, "seed", 3, contiguous=True)
-    assert [t.id for t in tasks] == ["seed=0+1+2", "seed=5+6"]
-    assert task_flags(tasks[1], count_flag="--seeds") == ["--seed", "5", "--seeds", "2"]
-    assert task_flags(Task((points[0],), "seed"), count_flag="--seeds") == ["--seed", "0"]
-    with pytest.raises(LaunchError, match="consecutive seed values only"):
-        task_flags(Task((points[0], points[2]), "seed"), count_flag="--seeds")
-    # seed 1 finished in an earlier run: its task is split around it
-    todo, finished = plan(points, {"seed=1": "seed=1"}, "seed", 3, contiguous=True)
-    assert finished == 1 and [t.id for t in todo] == ["seed=0", "seed=2", "seed=5+6"]
-
-
-def test_grouping_without_a_flag_is_a_clear_error():
-    points = expand(parse_grid(["seed=0,1"]))
-    (task,) = group_points(points, "seed", 2)
-    with pytest.raises(LaunchError, match="--group-flag"):
-        task_argv(task, python="p", module="m", study="s", extra=[], out_dir="o", resume=False)
-
-
-def test_plan_skips_done_points_and_shards_partition_the_tasks():
-    points = expand(parse_grid(["a=x,y,z", "seed=0,1"]))
-    done = {"a=x,seed=0": "a=x,seed=0"}
-    todo, finished = plan(points, done, None, 1)
-    assert finished == 1 and [t.id for t in todo] == [p.id for p in points[1:]]
-    shares = [plan(points, {}, None, 1, (i, 3))[0] for i in range(3)]
-    ids = [t.id for share in shares for t in share]
-    assert sorted(ids) == sorted(p.id for p in points) and len(ids) == len(set(ids))
-    # a grouped task with one point done runs only the other one
-    todo, finished = plan(points, done, "seed", 2)
-    assert finished == 1 and todo[0].id == "a=x,seed=1" and len(todo) == 3
-
-
-def test_points_per_process_take_the_fewest_waves_then_the_smallest_tasks():
-    points = expand(parse_grid(["dataset=d,s", "method=t,l", "seed=0,1,2"]))  # 4 cells x 3
-    assert auto_per_process(points, "seed", 3, devices=4) == 3    # 4 tasks: 1 wave
-    assert auto_per_process(points, "seed", 3, devices=6) == 3    # 2 per process: 8 tasks
-    assert auto_per_process(points, "seed", 3, devices=8) == 2    # 8 tasks: 1 wave
-    assert auto_per_process(points, "seed", 3, devices=12) == 1
-    assert auto_per_process(points, "seed", 3, devices=2, shard=(0, 2)) == 3
-    assert auto_per_process(points, "seed", 3, devices=4, shard=(1, 2)) == 2
-    assert auto_per_process(points, None, 3, devices=1) == 1      # nothing to group
-
-
-def test_parse_shard():
-    assert parse_shard("1/4") == (1, 4)
-    for bad in ("4/4", "1", "a/b", "-1/2"):
-        with pytest.raises(LaunchError, match="bad --shard"):
-            parse_shard(bad)
-
-
-def test_device_env_gives_each_process_one_device_and_its_own_ports():
-    cpu = device_env("cpu", "2", 2)
-    assert cpu["JAX_NUM_CPU_DEVICES"] == "1" and cpu["JAX_PLATFORMS"] == "cpu"
-    gpu = device_env("gpu", "3", 1)
-    assert gpu["CUDA_VISIBLE_DEVICES"] == "3"
-    tpu0, tpu1 = device_env("tpu", "0", 0), device_env("tpu", "1", 1)
-    assert tpu1["TPU_VISIBLE_CHIPS"] == "1"
-    assert tpu1["TPU_CHIPS_PER_PROCESS_BOUNDS"] == "1,1,1" == tpu1["TPU_PROCESS_BOUNDS"]
-    ports = {tpu0["TPU_PROCESS_PORT"], tpu1["TPU_PROCESS_PORT"],
-             tpu0["JAX_COORDINATOR_ADDRESS"].split(":")[1],
-             tpu1["JAX_COORDINATOR_ADDRESS"].split(":")[1]}
-    assert len(ports) == 4
-    with pytest.raises(LaunchError, match="unknown platform"):
-        device_env("quantum", "0", 0)
-
+# --------------------------------------------------------------------------- dry runs
 
 def test_dry_run_prints_exactly_the_commands(tmp_path, capsys):
     out = tmp_path / "sw"
@@ -172,7 +53,8 @@ def test_grid_key_also_given_after_dashes_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- real sweeps
 
-def sweep_cmd(out: Path, ledger: Path, *extra: str, steps: int = 16, grid=("a=x,y", "seed=0,1,2,3")):
+def sweep_cmd(out: Path, ledger: Path, *extra: str, steps: int = 16,
+              grid=("a=x,y", "seed=0,1,2,3")):
     argv = [sys.executable, "-m", "launch.sweep", "fake", "--module", FAKE, "--platform", "cpu",
             "--devices", "4", "--out", str(out), "--grace", "20"]
     for g in grid:
