@@ -11,8 +11,10 @@ cosine similarity above ``threshold`` with it.
 
 Writes ``DIR/results.json`` (config, recovery, final metrics, throughput, history),
 ``DIR/report.md`` and ``DIR/sae_<preset>.png`` (recovery histogram and training curves),
-each atomically (temporary file, then rename); ``DIR/checkpoint.npz`` after each epoch,
-from which ``--resume`` continues.
+each atomically (temporary file, then rename). The SAE trains through the engine
+(:func:`sparsejax.train.sae.train`) in ``DIR/run/``: orbax checkpoints after every epoch
+and at Ctrl-C, from which ``--resume`` continues (refusing a different config; only
+``--epochs`` may change), and ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from sparsejax.atomic_io import write_atomic
+from sparsejax.train.config import fields_affecting, option
+
+RUN_DIR = "run"  # the engine's run directory inside the study's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +48,7 @@ class StudyConfig:
     noise: float
     n_vectors: int
     batch_size: int
-    epochs: int
+    epochs: int = option(affects="nothing")  # a resumed run may be extended
     lr: float
     k_aux: int
     dead_after: int
@@ -126,45 +131,6 @@ def recovery(features_FxD: np.ndarray, W_dec_NxD: np.ndarray, threshold: float) 
 # ----------------------------------------------------------------------------- files
 
 
-def save_checkpoint(path: Path, state, epoch: int, history, cfg: StudyConfig) -> None:
-    import io
-
-    import jax
-
-    leaves = jax.tree.leaves(jax.device_get(state))
-    buf = io.BytesIO()
-    np.savez(buf, epoch=epoch, config=json.dumps(dataclasses.asdict(cfg)),
-             history=json.dumps({"steps": history.steps, "metrics": history.metrics}),
-             **{f"leaf_{i}": leaf for i, leaf in enumerate(leaves)})
-    write_atomic(path, buf.getvalue())
-
-
-def load_checkpoint(path: Path, like_state, cfg: StudyConfig):
-    """``(state, last finished epoch, history)``; refuses a checkpoint of another config
-    (the number of epochs may differ: resuming may extend a run)."""
-    import jax
-
-    from sparsejax.train.sae import History
-
-    try:
-        with np.load(path) as z:
-            saved = json.loads(str(z["config"]))
-            want = json.loads(json.dumps(dataclasses.asdict(cfg)))
-            differ = sorted(key for key in want if key != "epochs" and saved.get(key) != want[key])
-            if differ:
-                raise ValueError(f"--resume: {path} was written by another config (differs in "
-                                 f"{', '.join(differ)}): {saved}")
-            treedef = jax.tree.structure(like_state)
-            leaves = [z[f"leaf_{i}"] for i in range(treedef.num_leaves)]
-            hist = json.loads(str(z["history"]))
-            return (jax.tree.unflatten(treedef, leaves), int(z["epoch"]),
-                    History(hist["steps"], hist["metrics"]))
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
-        if isinstance(e, ValueError) and str(e).startswith("--resume"):
-            raise
-        raise ValueError(f"--resume: cannot read checkpoint {path}: {e}") from e
-
-
 def _plot(path: Path, best_F: np.ndarray, history, cfg: StudyConfig, title: str) -> None:
     import matplotlib
 
@@ -234,7 +200,8 @@ def report_md(res: dict) -> str:
 
 
 def run(cfg: StudyConfig, preset: str, out: Path, *, resume: bool = False,
-        progress: bool = True, command: str = "") -> dict:
+        progress: bool = True, command: str = "") -> dict | None:
+    """Runs (or resumes) the study; the results dict, or None if it was interrupted."""
     import jax
 
     from sparsejax import ops
@@ -253,28 +220,20 @@ def run(cfg: StudyConfig, preset: str, out: Path, *, resume: bool = False,
     if cfg.batch_size % n_dev:
         raise ValueError(f"sae study: batch_size={cfg.batch_size} must divide over the "
                          f"{n_dev} devices")
-    ckpt = out / "checkpoint.npz"
-    state, start_epoch, prior = None, 0, None
-    if resume:
-        if not ckpt.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-        like = sae_train.init_state(jax.random.key(0), model_cfg, tcfg)
-        state, done_epoch, prior = load_checkpoint(ckpt, like, cfg)
-        start_epoch = done_epoch + 1
-
-    def on_epoch_end(epoch, state, history):
-        if prior is not None:
-            history = sae_train.History(prior.steps + history.steps,
-                                        prior.metrics + history.metrics)
-        save_checkpoint(ckpt, state, epoch, history, cfg)
-
+    run_dir = out / RUN_DIR
+    if resume and not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     t_train = time.perf_counter()
-    state, history = sae_train.train(acts, model_cfg, tcfg, progress=progress, state=state,
-                                     start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+    result = sae_train.train(acts, model_cfg, tcfg, run_dir, resume=resume, progress=progress,
+                             config=dataclasses.asdict(cfg),
+                             free=fields_affecting(StudyConfig, "nothing"))
     train_s = time.perf_counter() - t_train
-    if prior is not None:
-        history = sae_train.History(prior.steps + history.steps, prior.metrics + history.metrics)
-    trained = (cfg.epochs - start_epoch) * (cfg.n_vectors // cfg.batch_size) * cfg.batch_size
+    state, history = result.state, result.history
+    steps_per_epoch = cfg.n_vectors // cfg.batch_size
+    start_epoch = result.start_step // steps_per_epoch
+    if result.status != "done":
+        return None  # interrupted: the checkpoint is saved, --resume continues
+    trained = (cfg.epochs * steps_per_epoch - result.start_step) * cfg.batch_size
     rec = recovery(feats, np.asarray(state.params.W_dec), cfg.threshold)
     png = f"sae_{preset}.png"
     dev = jax.devices()[0]
@@ -301,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="smoke", choices=sorted(PRESETS))
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/run/checkpoints")
     p.add_argument("--seed", type=int, default=None, help="data and training seed")
     p.add_argument("--impl", default=None, help="top-k implementation (default: auto)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    from sparsejax.train import CheckpointError, RunExistsError, TrainingDiverged
+
     overrides = {key: v for key, v in (("seed", args.seed), ("impl", args.impl),
                                        ("epochs", args.epochs)) if v is not None}
     try:
@@ -318,9 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         res = run(cfg, args.preset, Path(args.out), resume=args.resume,
                   progress=not args.no_progress,
                   command="python -m experiments sae " + " ".join(argv or sys.argv[1:]))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RunExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if res is None:
+        print(f"interrupted; continue with --resume --out {args.out}", file=sys.stderr)
+        return 130
     r = res["recovery"]
     print(f"recovered {r['recovered']}/{cfg.n_features} true features "
           f"({r['recovered_fraction']:.1%}, cos > {cfg.threshold}); FVU "

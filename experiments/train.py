@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from sparsejax.atomic_io import write_atomic
-from sparsejax.viz.grids import save_figure
 from sparsejax.train import config as config_lib
 from sparsejax.train.config import PRESETS, ConfigError
+from sparsejax.viz.grids import save_figure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,16 +55,7 @@ def config_from_args(args) -> config_lib.TrainConfig:
         v = getattr(args, flag)
         if v is not None:
             overrides[field] = v
-    for item in args.set:
-        name, eq, text = item.partition("=")
-        if not eq:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        value = config_lib.parse_value(name, text)
-        top, _, sub = name.partition(".")
-        if sub:
-            overrides.setdefault(top, {})[sub] = value
-        else:
-            overrides[top] = value
+    overrides.update(config_lib.parse_overrides(args.set))
     try:
         return config_lib.preset(args.preset, **overrides)
     except ConfigError:

@@ -23,7 +23,7 @@ from sklearn.metrics import mutual_info_score
 
 from experiments.bench.timing import matmul_flops_per_s, seconds_per_call
 from sparsejax import metrics
-from sparsejax.metrics import information
+from sparsejax.metrics import mi_kernel
 
 N, K, BINS = 10_000, 500, 20
 SIZES = (10, 10, 10, 8, 4, 15)  # Shapes3D
@@ -67,7 +67,7 @@ def bench_mig():
     peer = dlib_mig(codes64, factors_np)
     peer_seconds = time.perf_counter() - t0
 
-    pack = information._plan(K, BINS, N).pack
+    pack = mi_kernel._plan(K, BINS, N).pack
     flops = 2 * N * K * -(-BINS // pack) * (sum(SIZES) - len(SIZES) + 1)
     onehot_flops = 2 * N * K * BINS * sum(SIZES)
     rate = matmul_flops_per_s()

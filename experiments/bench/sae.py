@@ -25,6 +25,7 @@ from experiments.bench.timing import copy_bandwidth_bytes_per_s, seconds_per_cal
 from sparsejax import ops
 from sparsejax.models import sae as sae_model
 from sparsejax.train import sae as sae_train
+from sparsejax.train.mesh import DATA_AXIS, make_mesh
 
 D_IN, N, K, BATCH = 768, 16384, 32, 4096
 SAELENS_CPU_VECTORS_PER_S = 745.0
@@ -37,7 +38,7 @@ def _step_rate(cfg, tcfg, mesh, dead_all: bool) -> float:
     replicated = jax.NamedSharding(mesh, jax.P())
     state = jax.device_put(state, replicated)
     x = jax.device_put(jax.random.normal(jax.random.key(1), (BATCH, D_IN), jnp.float32),
-                       jax.NamedSharding(mesh, jax.P(sae_train.AXIS, None)))
+                       jax.NamedSharding(mesh, jax.P(DATA_AXIS, None)))
     k = jax.device_put(jnp.int32(K), replicated)
     step = sae_train.make_train_step(cfg, tcfg, mesh)
     box = [state]
@@ -50,7 +51,7 @@ def _step_rate(cfg, tcfg, mesh, dead_all: bool) -> float:
 
 
 def bench_sae_train():
-    mesh = sae_train.data_mesh()
+    mesh = make_mesh()
     tcfg = sae_train.SAETrainConfig(batch_size=BATCH)
     bw = copy_bandwidth_bytes_per_s()
     x = jax.random.normal(jax.random.key(1), (BATCH, D_IN), jnp.float32)

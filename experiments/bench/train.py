@@ -19,8 +19,11 @@ from experiments.bench import timing
 from sparsejax.data import get_dataset
 from sparsejax.models.conv import resolve_conv_impl
 from sparsejax.train import preset
-from sparsejax.train.state import init_state, model_graphdef
-from sparsejax.train.step import make_mesh, make_train_step, replicated, resolve_seed_map
+from sparsejax.train.hybrid import model_graphdef
+from sparsejax.train.mesh import make_mesh, replicated
+from sparsejax.train.seeds import resolve_seed_map
+from sparsejax.train.state import init_state
+from sparsejax.train.step import make_train_step
 
 BATCH, K = 64, 50
 SEEDS = 3  # the flagship study's seeds per cell

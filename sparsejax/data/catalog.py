@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 
 from sparsejax.data import dsprites, shapes3d
-from sparsejax.data.dataset import SOURCES, FactorDataset
+from sparsejax.data.dataset import SOURCE_CHOICES, FactorDataset
 from sparsejax.data.factors import FactorSpace
 
 DATA_DIR_ENV = "SPARSEJAX_DATA_DIR"
@@ -35,6 +35,7 @@ SPECS: dict[str, DatasetSpec] = {
         "shapes3d", shapes3d.SPACE, shapes3d.OBSERVATION_SHAPE, shapes3d,
         ("3dshapes.h5",), "shapes3d"),
 }
+DATASETS = tuple(SPECS)  # the dataset names, in the order studies list them
 
 
 def _spec(name: str) -> DatasetSpec:
@@ -78,8 +79,8 @@ def get_dataset(name: str, source: str = "auto", data_dir: str | os.PathLike | N
       verbose: print which source was chosen (``"auto"`` always logs it).
     """
     spec = _spec(name)
-    if source not in (*SOURCES, "auto"):
-        raise ValueError(f"unknown source {source!r}: expected one of {[*SOURCES, 'auto']}")
+    if source not in SOURCE_CHOICES:
+        raise ValueError(f"unknown source {source!r}: expected one of {list(SOURCE_CHOICES)}")
     if source == "auto":
         from sparsejax.data import tfds_source
 

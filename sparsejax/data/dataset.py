@@ -10,6 +10,7 @@ import numpy as np
 from sparsejax.data.factors import FactorSpace
 
 SOURCES = ("procedural", "file", "tfds")
+SOURCE_CHOICES = ("auto", *SOURCES)  # what a caller may ask for: "auto" picks one
 
 
 class FactorDataset:
@@ -42,7 +43,7 @@ class FactorDataset:
         return (f"FactorDataset(name={self.name!r}, source={self.source!r}, "
                 f"factors={dict(zip(self.factor_names, self.factor_sizes))}{where})")
 
-    # -- the DESIGN.md contract ----------------------------------------------------------
+    # -- the interface every source provides ---------------------------------------------
     @property
     def factor_names(self) -> tuple[str, ...]:
         return self.space.names

@@ -24,7 +24,8 @@ from sparsejax.data.dataset import FactorDataset
 from sparsejax.data.records import (DataFileError, cache_path, point_to_row, read_rows,
                                     rows_for)
 
-# Value grids of Shapes3D's float labels, in storage order (REFERENCE.md section 4).
+# Value grids of Shapes3D's float labels, in storage order (the 3dshapes README,
+# github.com/deepmind/3d-shapes).
 SHAPES3D_VALUES = (
     np.linspace(0.0, 0.9, 10),       # floor hue
     np.linspace(0.0, 0.9, 10),       # wall hue

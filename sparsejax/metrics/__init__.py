@@ -10,13 +10,14 @@ and on a representation function ``fn(images [B, H, W, C]) -> codes [B, K]`` wit
 
 from sparsejax.metrics.alignment import UnitAlignment, alignment_from_mi, unit_alignment
 from sparsejax.metrics.beta_vae import beta_vae, beta_vae_features, beta_vae_score
+from sparsejax.metrics.binning import histogram_bins
 from sparsejax.metrics.dci import completeness, dci, dci_on_dataset, disentanglement
-from sparsejax.metrics.dead_units import (DEAD_THRESHOLDS, FiringStats, Revival, dead_fraction,
-                                          firing_counts, firing_stats, revival,
-                                          update_death_epochs)
+from sparsejax.metrics.dead_units import (DEAD_THRESHOLDS, TAU_KEYS, FiringStats, Revival,
+                                          dead_fraction, firing_counts, firing_stats, revival,
+                                          tau_key, update_death_epochs)
 from sparsejax.metrics.factor_vae import factor_vae_accuracy, factor_vae_score, factor_vae_votes
-from sparsejax.metrics.information import (dense_labels, entropy, histogram_bins,
-                                           histogram_mutual_info, mutual_info_matrix)
+from sparsejax.metrics.information import entropy, histogram_mutual_info, mutual_info_matrix
+from sparsejax.metrics.inputs import dense_labels
 from sparsejax.metrics.mig import MIGDetails, mig, mig_details, mig_from_mi, mig_on_dataset
 from sparsejax.metrics.modularity import (explicitness, modularity, modularity_explicitness,
                                           modularity_explicitness_on_dataset)
@@ -40,8 +41,8 @@ __all__ = [
     "gaussian_total_correlation", "gaussian_wasserstein_correlation", "mean_pairwise_mutual_info",
     "unsupervised_on_dataset", "unsupervised_scores",
     # dead units and firing statistics
-    "DEAD_THRESHOLDS", "FiringStats", "Revival", "dead_fraction", "firing_counts", "firing_stats",
-    "revival", "update_death_epochs",
+    "DEAD_THRESHOLDS", "TAU_KEYS", "FiringStats", "Revival", "dead_fraction", "firing_counts",
+    "firing_stats", "revival", "tau_key", "update_death_epochs",
     # unit alignment
     "UnitAlignment", "alignment_from_mi", "unit_alignment",
     # sampling codes from a representation function

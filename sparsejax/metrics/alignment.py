@@ -23,6 +23,8 @@ factor is the one with the most MI in nats (the information the unit carries), a
 selectivity is measured in nats too.
 """
 
+# Shape letters: N samples, K units (codes), F factors.
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -54,7 +56,7 @@ class UnitAlignment(NamedTuple):
     def summary(self, factor_names=None) -> dict:
         """JSON-friendly counts and means (per factor keyed by name when given)."""
         names = list(factor_names) if factor_names is not None else [
-            str(j) for j in range(len(self.entropy_F))]
+            str(factor) for factor in range(len(self.entropy_F))]
         alive = self.alive_K
         return {
             "units": int(len(alive)),
@@ -86,11 +88,11 @@ def alignment_from_mi(mi_KxF, entropy_F, alive_K, *, selectivity_cutoff: float =
     selectivity = np.divide(top, total, out=np.zeros_like(top), where=total > 0)
     specific = (alive & (selectivity >= selectivity_cutoff)
                 & (norm[np.arange(len(mi)), best] >= min_normalized_mi))
-    f = mi.shape[1]
+    num_factors = mi.shape[1]
     return UnitAlignment(
         mi_KxF=mi, normalized_mi_KxF=norm, entropy_F=h, alive_K=alive, best_factor_K=best,
         selectivity_K=selectivity, specific_K=specific,
-        specific_units_F=np.bincount(best[specific], minlength=f),
+        specific_units_F=np.bincount(best[specific], minlength=num_factors),
         informative_units_F=(alive[:, None] & (norm >= min_normalized_mi)).sum(axis=0),
         selectivity_cutoff=float(selectivity_cutoff), min_normalized_mi=float(min_normalized_mi))
 

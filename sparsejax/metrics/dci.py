@@ -24,6 +24,8 @@ Importance models (``importance=``):
 The result dict records the model (``"importance_model"``).
 """
 
+# Shape letters: N samples, K codes, F factors, V classes (the most any factor has).
+
 from __future__ import annotations
 
 import functools
@@ -83,11 +85,11 @@ def importance_gbt(train, test, seed: int = 0):
     (x_tr, y_tr), (x_te, y_te) = train, test
     r = np.zeros((x_tr.shape[1], y_tr.shape[1]))
     acc_tr, acc_te = [], []
-    for j in range(y_tr.shape[1]):
-        model = ensemble.GradientBoostingClassifier(random_state=seed).fit(x_tr, y_tr[:, j])
-        r[:, j] = np.abs(model.feature_importances_)
-        acc_tr.append(np.mean(model.predict(x_tr) == y_tr[:, j]))
-        acc_te.append(np.mean(model.predict(x_te) == y_te[:, j]))
+    for factor in range(y_tr.shape[1]):
+        model = ensemble.GradientBoostingClassifier(random_state=seed).fit(x_tr, y_tr[:, factor])
+        r[:, factor] = np.abs(model.feature_importances_)
+        acc_tr.append(np.mean(model.predict(x_tr) == y_tr[:, factor]))
+        acc_te.append(np.mean(model.predict(x_te) == y_te[:, factor]))
     return r, float(np.mean(acc_tr)), float(np.mean(acc_te))
 
 
@@ -136,7 +138,7 @@ def l1_logistic_fit(z_NxK, y_NxF, l1_strength, *, sizes: tuple[int, ...], steps:
         w = jnp.sign(w) * jnp.maximum(jnp.abs(w) - step * l1_strength, 0.0)
         return jnp.where(valid_FxV, w, 0.0), jnp.where(valid_FxV, b - step * gb, 0.0)
 
-    def body(_, state):
+    def fista_step(_, state):
         w, b, w_prev, b_prev, t = state
         t_next = (1.0 + jnp.sqrt(1.0 + 4.0 * t * t)) / 2.0
         mom = (t - 1.0) / t_next
@@ -146,7 +148,8 @@ def l1_logistic_fit(z_NxK, y_NxF, l1_strength, *, sizes: tuple[int, ...], steps:
 
     zero_w = jnp.zeros((k, len(sizes), v), z_NxK.dtype)
     zero_b = jnp.zeros((len(sizes), v), z_NxK.dtype)
-    w, b, *_ = lax.fori_loop(0, steps, body, (zero_w, zero_b, zero_w, zero_b, jnp.float32(1.0)))
+    start = (zero_w, zero_b, zero_w, zero_b, jnp.float32(1.0))
+    w, b, *_ = lax.fori_loop(0, steps, fista_step, start)
     return w, b
 
 
@@ -160,9 +163,10 @@ def importance_l1_logistic(train, test, l1_strength: float = L1_STRENGTH, steps:
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     z_tr, z_te = (x_tr - mean) / std, (x_te - mean) / std
-    classes = [np.unique(y_tr[:, j]) for j in range(y_tr.shape[1])]
-    ids = np.stack([np.searchsorted(c, y_tr[:, j]) for j, c in enumerate(classes)], axis=1)
-    sizes = tuple(len(c) for c in classes)
+    classes = [np.unique(y_tr[:, factor]) for factor in range(y_tr.shape[1])]
+    ids = np.stack([np.searchsorted(values, y_tr[:, factor])
+                    for factor, values in enumerate(classes)], axis=1)
+    sizes = tuple(len(values) for values in classes)
     w, b = l1_logistic_fit(jnp.asarray(z_tr, jnp.float32), jnp.asarray(ids, jnp.int32),
                            jnp.float32(l1_strength), sizes=sizes, steps=steps)
     w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
@@ -171,7 +175,8 @@ def importance_l1_logistic(train, test, l1_strength: float = L1_STRENGTH, steps:
     def accuracy(z, y):
         logits = np.where(valid, np.einsum("nk,kfv->nfv", z, w) + b, -np.inf)
         pred = logits.argmax(axis=-1)
-        return np.mean([np.mean(classes[j][pred[:, j]] == y[:, j]) for j in range(len(classes))])
+        return np.mean([np.mean(classes[factor][pred[:, factor]] == y[:, factor])
+                        for factor in range(len(classes))])
 
     return np.abs(w).sum(axis=2), float(accuracy(z_tr, y_tr)), float(accuracy(z_te, y_te))
 

@@ -1,8 +1,9 @@
 """Dead units, firing statistics and revival, from activations or accumulated firing counts.
 
-Definitions (DESIGN.md): a unit *fires* on a sample when its activation is ``> tau``; it is
-*dead* at threshold ``tau`` when it fires on no sample of a fixed evaluation set. All
-thresholds in ``DEAD_THRESHOLDS`` are reported.
+Definitions (as arXiv 2603.18056 counts dead units): a unit *fires* on a sample when its
+activation is ``> tau``; it is *dead* at threshold ``tau`` when it fires on no sample of a
+fixed evaluation set. All thresholds in ``DEAD_THRESHOLDS`` are reported; records key
+them by :func:`tau_key` (``"0"``, ``"1e-06"``, ``"0.001"``, ``"0.01"``).
 
 The API the training engine calls
 ---------------------------------
@@ -49,6 +50,14 @@ DEAD_THRESHOLDS = (0.0, 1e-6, 1e-3, 1e-2)
 DENSE_FREQUENCIES = (0.1, 0.5)
 MIN_FREQUENCY = 1e-3  # "dead by frequency": fewer than 10 firings in 10,000 samples
 DENSITY_EDGES = np.linspace(-6.0, 0.0, 25)  # log10 firing density, quarter decades
+
+
+def tau_key(tau: float) -> str:
+    """The record key of threshold ``tau``: ``"0"`` for 0, else ``repr(float(tau))``."""
+    return repr(float(tau)) if tau else "0"
+
+
+TAU_KEYS = tuple(tau_key(t) for t in DEAD_THRESHOLDS)
 
 
 def _check_activations(a, name: str = "activations") -> None:
@@ -99,10 +108,11 @@ class FiringStats(NamedTuple):
     dense_frequencies_D: np.ndarray
 
     def summary(self) -> dict:
-        """JSON-friendly dict: per threshold, the scalar statistics and the histogram."""
+        """JSON-friendly dict: per threshold (keyed by :func:`tau_key`), the scalar statistics
+        and the histogram."""
         out = {}
         for t, tau in enumerate(self.thresholds_T):
-            out[f"tau={tau:g}"] = {
+            out[tau_key(tau)] = {
                 "dead_fraction": float(self.dead_T[t]),
                 "rare_fraction": float(self.rare_T[t]),
                 **{f"dense_fraction_{d:g}": float(self.dense_TxD[t, i])

@@ -15,8 +15,11 @@ left out of the mean, so the score is the MIG over the factors that vary (0 if n
 This is not Chen et al.'s original estimator (from q(z|x) over the whole dataset).
 
 A dead unit is constant: its MI with every factor is 0, so it never enters a factor's top
-two, and adding dead units cannot lower MIG (REFERENCE.md section 1).
+two, and adding dead units cannot lower MIG (so MIG can stay stable while units die, as
+arXiv 2603.18056 reports).
 """
+
+# Shape letters: N samples, K codes, F factors.
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ raises where a test split lacks a class). Factors constant in the training sampl
 out.
 """
 
+# Shape letters: N samples, K codes, F factors, C classes of one factor.
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,8 +62,8 @@ def explicitness(codes_train, factors_train, codes_test, factors_test) -> tuple[
     sampling.check_split_pair(train, test)
     x_tr, x_te = _standardise(train[0], test[0])
     scores = []
-    for j in range(train[1].shape[1]):
-        y_tr, y_te = train[1][:, j], test[1][:, j]
+    for factor in range(train[1].shape[1]):
+        y_tr, y_te = train[1][:, factor], test[1][:, factor]
         if len(np.unique(y_tr)) < 2:
             continue
         clf = linear_model.LogisticRegression().fit(x_tr, y_tr)

@@ -12,6 +12,8 @@ scores this fits ``K x F`` SVMs (3,000 for 500 codes and 6 factors, each one-vs-
 factor's classes): minutes at dlib's 10,000 / 5,000 samples.
 """
 
+# Shape letters: N samples, K codes, F factors.
+
 from __future__ import annotations
 
 import warnings
@@ -36,13 +38,13 @@ def sap_score_matrix(train, test, *, continuous_factors: bool = False, seed: int
             s = cov**2 / (var_x[:, None] * var_y[None, :])
         return np.where((var_x[:, None] > 1e-12) & (var_y[None, :] > 0), s, 0.0)
     s = np.zeros((k, f))
-    for i in range(k):
-        for j in range(f):
+    for code in range(k):
+        for factor in range(f):
             clf = svm.LinearSVC(C=0.01, class_weight="balanced", random_state=seed)
             with warnings.catch_warnings():  # a near-constant code does not converge; dlib too
                 warnings.simplefilter("ignore", exceptions.ConvergenceWarning)
-                clf.fit(x_tr[:, i:i + 1], y_tr[:, j])
-            s[i, j] = np.mean(clf.predict(x_te[:, i:i + 1]) == y_te[:, j])
+                clf.fit(x_tr[:, code:code + 1], y_tr[:, factor])
+            s[code, factor] = np.mean(clf.predict(x_te[:, code:code + 1]) == y_te[:, factor])
     return s
 
 

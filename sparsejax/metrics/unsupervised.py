@@ -22,7 +22,8 @@ import numpy as np
 import scipy.linalg
 
 from sparsejax.metrics import sampling
-from sparsejax.metrics.information import histogram_intervals, interval_ids, mutual_info_intervals
+from sparsejax.metrics.binning import histogram_intervals, interval_ids
+from sparsejax.metrics.mi_kernel import mutual_info_intervals
 
 _PAIRWISE_BLOCK = 64  # codes per block of the pairwise-MI target side (bounds its one-hot)
 

@@ -8,8 +8,9 @@ arbitrary activations lives in :mod:`sparsejax.models.sae`.
 from sparsejax.models.conv import (CONV_IMPLS, Conv, ConvTranspose, Decoder, Encoder,
                                    resolve_conv_impl)
 from sparsejax.models.sparse_layer import ReLU, SparseLayer, SparseOut, TopK, make_sparsifier
-from sparsejax.models.vae import METHODS, PLACEMENTS, VAE, VAEOutputs, loss_terms, total_loss
+from sparsejax.models.vae import (METHODS, PLACEMENTS, SPARSE_METHODS, VAE, VAEOutputs, loss_terms,
+                                  total_loss)
 
-__all__ = ["CONV_IMPLS", "METHODS", "PLACEMENTS", "VAE", "Conv", "ConvTranspose", "Decoder",
-           "Encoder", "ReLU", "SparseLayer", "SparseOut", "TopK", "VAEOutputs", "loss_terms",
+__all__ = ["CONV_IMPLS", "METHODS", "PLACEMENTS", "SPARSE_METHODS", "VAE", "Conv",
+           "ConvTranspose", "Decoder", "Encoder", "ReLU", "SparseLayer", "SparseOut", "TopK", "VAEOutputs", "loss_terms",
            "make_sparsifier", "resolve_conv_impl", "total_loss"]

@@ -73,8 +73,3 @@ def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto") -> 
     if method == "l1":
         return ReLU()
     raise ValueError(f"no sparsifier for method {method!r}: expected one of {sorted(SPARSIFIERS)}")
-
-
-def l0(h_BxN: jax.Array) -> jax.Array:
-    """Mean number of nonzero units per example (scalar)."""
-    return jnp.mean(jnp.sum(h_BxN != 0, axis=-1, dtype=jnp.float32))

@@ -33,7 +33,8 @@ from flax import nnx
 from sparsejax.models.conv import Decoder, Encoder, dense
 from sparsejax.models.sparse_layer import SparseLayer, make_sparsifier
 
-METHODS = ("topk", "l1", "dense")
+SPARSE_METHODS = ("topk", "l1")  # Top-k (hard) and ReLU + L1 (soft) sparse layers
+METHODS = (*SPARSE_METHODS, "dense")  # "dense": the plain VAE, no sparse layer
 PLACEMENTS = ("hidden", "latent")
 
 
@@ -136,6 +137,6 @@ def loss_terms(out: VAEOutputs, x_BxHxWxC: jax.Array, *, reduce: bool = True
 
 def total_loss(terms: dict[str, jax.Array], *, beta: float = 1.0, sae_weight: float = 1.0,
                l1_coef: jax.Array | float = 0.0) -> jax.Array:
-    """``recon + beta kl + sae_weight sae + l1_coef l1`` (DESIGN.md defaults: beta = lambda = 1)."""
+    """``recon + beta kl + sae_weight sae + l1_coef l1`` (defaults beta = lambda = 1)."""
     return (terms["recon"] + beta * terms["kl"] + sae_weight * terms["sae"]
             + l1_coef * terms["l1"])

@@ -2,7 +2,8 @@
 
 from sparsejax.ops.sharded import topk_latent_sharded, topk_sharded
 from sparsejax.ops.sparse_decode import TopkCode, dense_decode, sparse_decode, topk_encode
-from sparsejax.ops.topk import AUTO_IMPL, IMPLS, order_key, resolve_impl, topk, topk_values_indices
+from sparsejax.ops.order import order_key
+from sparsejax.ops.topk import AUTO_IMPL, IMPLS, resolve_impl, topk, topk_values_indices
 
 __all__ = ["AUTO_IMPL", "IMPLS", "TopkCode", "dense_decode", "order_key", "resolve_impl",
            "sparse_decode", "topk", "topk_encode", "topk_latent_sharded", "topk_sharded",

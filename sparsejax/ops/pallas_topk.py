@@ -1,6 +1,6 @@
 """Pallas Top-k by threshold search: find each row's k-th largest value without sorting it.
 
-Every float maps to an int32 order key (``topk.order_key``: IEEE total order, the order
+Every float maps to an int32 order key (``order.order_key``: IEEE total order, the order
 ``lax.top_k`` uses). The k-th largest key t of a row is found bit by bit, most significant
 first: a candidate bit stays set when at least k keys are >= the candidate. That is 32
 passes of compare-and-count over the row (held in registers/VMEM when it fits, streamed in
@@ -11,13 +11,16 @@ then writes ``where(keep, x, 0)``, so threshold search and mask are one pass ove
 
 Per row it returns the threshold key ``t`` and the tie cut ``j``: an entry is kept iff
 ``key > t or (key == t and index < j)``. That pair is all a backward pass needs
-(``keep_from_threshold``), so the Top-k residual is O(B), not O(B N).
+(``order.keep_from_threshold``), so the Top-k residual is O(B), not O(B N).
 
 Backends: GPU through Triton (``pallas_call``'s default GPU lowering), TPU through Mosaic,
 and CPU through interpret mode, which this module switches on by itself so the same call
 runs in tests. Block shapes follow each backend's rules: powers of two for Triton,
 (8, 128) multiples for Mosaic. Rows are padded with the lowest key, which is never kept.
 """
+
+# Shape letters: B rows, N units (a row), R rows per kernel block, M = N padded to the block
+# layout, C units per streamed chunk of a row.
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
-from sparsejax.ops.topk import keep_from_threshold, order_key
+from sparsejax.ops.order import order_key
 
 _SIGN = np.int32(-(2**31))  # the sign bit: xor maps unsigned order to signed order
 
@@ -64,14 +67,14 @@ def _layout(b: int, n: int, backend: str, chunk: int | None, block_rows: int | N
 
 
 def _kernel(k_ref, x_ref, *out_refs, chunk: int, idx_bits: int):
-    """One block of rows: k [R,1], x [R,Npad] -> (y [R,Npad] if asked), t [R,1], j [R,1]."""
+    """One block of rows: k [R,1], x [R,M] -> (y [R,M] if asked), t [R,1], j [R,1]."""
     y_ref, t_ref, j_ref = out_refs if len(out_refs) == 3 else (None, *out_refs)
     rows, n_pad = x_ref.shape
     n_chunks = n_pad // chunk
     k_Rx1 = k_ref[...]
 
-    def load(c):
-        start = 0 if n_chunks == 1 else pl.multiple_of(c * chunk, chunk)
+    def load(chunk_id):
+        start = 0 if n_chunks == 1 else pl.multiple_of(chunk_id * chunk, chunk)
         x_RxC = x_ref[...] if n_chunks == 1 else x_ref[:, pl.ds(start, chunk)]
         idx_RxC = start + lax.broadcasted_iota(jnp.int32, (rows, chunk), 1)
         return x_RxC, order_key(x_RxC), idx_RxC
@@ -81,19 +84,19 @@ def _kernel(k_ref, x_ref, *out_refs, chunk: int, idx_bits: int):
 
     def count(pred):
         """[R,1] int32: per row, how many entries satisfy pred(key, idx)."""
-        def one(c):
-            _, key, idx = resident if n_chunks == 1 else load(c)
+        def count_chunk(chunk_id):
+            _, key, idx = resident if n_chunks == 1 else load(chunk_id)
             return jnp.sum(pred(key, idx).astype(jnp.int32), axis=1, keepdims=True)
 
         if n_chunks == 1:
-            return one(0)
-        return lax.fori_loop(0, n_chunks, lambda c, acc: acc + one(c),
+            return count_chunk(0)
+        return lax.fori_loop(0, n_chunks, lambda chunk_id, acc: acc + count_chunk(chunk_id),
                              jnp.zeros((rows, 1), jnp.int32))
 
     # t: the largest key with at least k keys >= it, built from the top bit down.
     # Bits are set in unsigned space (u = key ^ SIGN) where bit order is value order.
-    def bit_step(i, t_u):
-        cand_u = t_u | lax.shift_left(jnp.int32(1), 31 - i)
+    def bit_step(from_top, t_u):
+        cand_u = t_u | lax.shift_left(jnp.int32(1), 31 - from_top)
         n_ge = count(lambda key, idx: key >= (cand_u ^ _SIGN))
         return jnp.where(n_ge >= k_Rx1, cand_u, t_u)
 
@@ -105,8 +108,8 @@ def _kernel(k_ref, x_ref, *out_refs, chunk: int, idx_bits: int):
     need_Rx1 = k_Rx1 - n_gt
     j_all = jnp.full((rows, 1), (1 << idx_bits) - 1, jnp.int32)
 
-    def tie_step(i, j_Rx1):
-        cand = j_Rx1 | lax.shift_left(jnp.int32(1), idx_bits - 1 - i)
+    def tie_step(from_top, j_Rx1):
+        cand = j_Rx1 | lax.shift_left(jnp.int32(1), idx_bits - 1 - from_top)
         n_below = count(lambda key, idx: (key == t_Rx1) & (idx < cand))
         return jnp.where(n_below <= need_Rx1, cand, j_Rx1)
 
@@ -115,21 +118,21 @@ def _kernel(k_ref, x_ref, *out_refs, chunk: int, idx_bits: int):
                      lambda: lax.fori_loop(0, idx_bits, tie_step, jnp.zeros_like(j_all)),
                      lambda: j_all)
 
-    def write(c):
-        x_RxC, key, idx = resident if n_chunks == 1 else load(c)
+    def write(chunk_id):
+        x_RxC, key, idx = resident if n_chunks == 1 else load(chunk_id)
         keep = (key > t_Rx1) | ((key == t_Rx1) & (idx < j_Rx1))
         y_RxC = jnp.where(keep, x_RxC, jnp.zeros_like(x_RxC))
         if n_chunks == 1:
             y_ref[...] = y_RxC
         else:
-            y_ref[:, pl.ds(pl.multiple_of(c * chunk, chunk), chunk)] = y_RxC
+            y_ref[:, pl.ds(pl.multiple_of(chunk_id * chunk, chunk), chunk)] = y_RxC
 
     if y_ref is None:
         pass
     elif n_chunks == 1:
         write(0)
     else:
-        lax.fori_loop(0, n_chunks, lambda c, carry: (write(c), carry)[1], 0)
+        lax.fori_loop(0, n_chunks, lambda chunk_id, carry: (write(chunk_id), carry)[1], 0)
     t_ref[...] = t_Rx1
     j_ref[...] = j_Rx1
 
@@ -207,9 +210,3 @@ def topk_threshold(x_BxN: jax.Array, k, *, chunk: int | None = None,
     )(k_Bx1, x_pad)
     y, t, j = outs if write_values else (None, *outs)
     return (None if y is None else y[:b, :n]), t[:b, 0], j[:b, 0]
-
-
-def topk_keep(x_BxN: jax.Array, k) -> jax.Array:
-    """The bool keep mask of the k largest entries of each row, from the Pallas kernel."""
-    _, t_B, j_B = topk_threshold(x_BxN, k)
-    return keep_from_threshold(x_BxN, t_B, j_B)

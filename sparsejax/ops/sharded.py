@@ -25,7 +25,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sparsejax.ops.topk import order_key, topk
+from sparsejax.ops.order import order_key
+from sparsejax.ops.topk import topk
 
 
 def _axis_size(mesh: Mesh, axis) -> int:

@@ -37,6 +37,9 @@ Implementations (``impl``):
   ``AUTO_IMPL``) and logs its choice once per (backend, choice).
 """
 
+# Shape letters: B rows (the leading dims of x flattened), N units (a row: the top-k axis),
+# k slots (the static bound k_max on the runtime k).
+
 from __future__ import annotations
 
 import functools
@@ -49,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
+
+from sparsejax.ops.order import keep_from_threshold, order_key
 
 log = logging.getLogger(__name__)
 
@@ -123,32 +128,10 @@ def _static_bounds(x, k, k_max) -> tuple[int, int]:
     return n, min(k_max, n)
 
 
-# ----------------------------------------------------------------------------- order keys
-
-
-def order_key(x: jax.Array) -> jax.Array:
-    """int32 keys whose signed order is the IEEE total order of ``x`` (same shape).
-
-    Positive floats keep their bits; negative ones flip the magnitude bits so that a larger
-    magnitude sorts lower. NaN sits beyond +-inf by its sign bit, -0.0 just below +0.0.
-    """
-    bits = lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
-    return bits ^ ((bits >> 31) & jnp.int32(0x7FFFFFFF))
-
-
 # ----------------------------------------------------------------------------- backends
-# B is the flattened leading dims. A dense top-k is described per row by a threshold key t
-# and a tie cut j: keep = key > t or (key == t and index < j); ties go to lower indices.
-# Everything row-wise is written without cross-row scatters (vmap instead), so that it
-# keeps the batch sharding of x under an explicit mesh.
-
-
-def keep_from_threshold(x_BxN: jax.Array, t_B: jax.Array, j_B: jax.Array) -> jax.Array:
-    """The bool keep mask ``[B, N]`` of (threshold key t ``[B]``, tie cut j ``[B]``)."""
-    key_BxN = order_key(x_BxN)
-    idx_BxN = lax.broadcasted_iota(jnp.int32, x_BxN.shape, x_BxN.ndim - 1)
-    t_Bx1, j_Bx1 = t_B[..., None], j_B[..., None]
-    return (key_BxN > t_Bx1) | ((key_BxN == t_Bx1) & (idx_BxN < j_Bx1))
+# A dense top-k is described per row by a threshold key t and a tie cut j (see
+# sparsejax.ops.order). Everything row-wise is written without cross-row scatters (vmap
+# instead), so that it keeps the batch sharding of x under an explicit mesh.
 
 
 def _slot_mask(k, k_max):
@@ -179,11 +162,11 @@ def _row_scatter(n, fill, i_Bxk, upd_Bxk, add=False):
     ``upd`` is ``[B, k]`` or one ``[k]`` row for all. Written per row under vmap so that
     the batch sharding of i carries over to the result.
     """
-    def one(i_k, upd_k):
+    def scatter_row(i_k, upd_k):
         ref = jnp.full((n,), fill, upd_k.dtype).at[i_k]
         return ref.add(upd_k, mode="drop") if add else ref.set(upd_k, mode="drop")
 
-    return jax.vmap(one, in_axes=(0, 0 if upd_Bxk.ndim == 2 else None))(i_Bxk, upd_Bxk)
+    return jax.vmap(scatter_row, in_axes=(0, 0 if upd_Bxk.ndim == 2 else None))(i_Bxk, upd_Bxk)
 
 
 def _dense_fwd(x_BxN, k, k_max, impl):
@@ -191,7 +174,7 @@ def _dense_fwd(x_BxN, k, k_max, impl):
     if k_max == 0:
         return jnp.zeros_like(x_BxN), (jnp.zeros(x_BxN.shape, bool),)
     if impl == "pallas":
-        from sparsejax.ops import pallas_topk
+        from sparsejax.ops import pallas_topk  # on first use: importing Pallas takes ~0.6 s
 
         y_BxN, t_B, j_B = pallas_topk.topk_threshold(x_BxN, k)
         return y_BxN, (x_BxN, t_B, j_B)  # O(B) beside x, which the caller holds anyway
@@ -216,23 +199,23 @@ def _values_indices(x_BxN, k, k_max, impl):
     return jnp.where(_slot_mask(k, k_max), v_Bxk, 0), i_Bxk
 
 
-def _compact(x_BxN, keep_BxN, m):
-    """(values, indices) ``[B, m]`` of a mask with exactly m kept entries per row, in
+def _compact(x_BxN, keep_BxN, k_max):
+    """(values, indices) ``[B, k]`` of a mask with exactly k_max kept entries per row, in
     lax.top_k's order (descending value, ties to the lower index).
 
     No sort of the row and no N-wide scatter: a prefix count of the mask, then a binary
-    search per slot for where the count reaches it (O(N + m log N) per row); only the m
+    search per slot for where the count reaches it (O(N + k log N) per row); only the k
     candidates are ordered by value.
     """
     count_BxN = jnp.cumsum(keep_BxN, axis=-1, dtype=jnp.int32)
-    want_m = jnp.arange(1, m + 1, dtype=jnp.int32)
-    i_Bxm = jax.vmap(lambda c: jnp.searchsorted(c, want_m, side="left", method="scan"))(
-        count_BxN).astype(jnp.int32)
-    v_Bxm = jnp.take_along_axis(x_BxN, i_Bxm, axis=-1)
+    want_k = jnp.arange(1, k_max + 1, dtype=jnp.int32)
+    i_Bxk = jax.vmap(lambda count_N: jnp.searchsorted(count_N, want_k, side="left",
+                                                      method="scan"))(count_BxN).astype(jnp.int32)
+    v_Bxk = jnp.take_along_axis(x_BxN, i_Bxk, axis=-1)
     # Candidates are in index order, so a stable top-k on their keys breaks ties by index.
-    _, perm_Bxm = lax.top_k(order_key(v_Bxm), m)
-    return (jnp.take_along_axis(v_Bxm, perm_Bxm, axis=-1),
-            jnp.take_along_axis(i_Bxm, perm_Bxm, axis=-1))
+    _, perm_Bxk = lax.top_k(order_key(v_Bxk), k_max)
+    return (jnp.take_along_axis(v_Bxk, perm_Bxk, axis=-1),
+            jnp.take_along_axis(i_Bxk, perm_Bxk, axis=-1))
 
 
 # ----------------------------------------------------------------------------- custom VJPs

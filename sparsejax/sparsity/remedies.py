@@ -1,4 +1,5 @@
-"""Remedies against dead latents in sparse autoencoders (REFERENCE.md section 5).
+"""Remedies against dead latents in sparse autoencoders (Gao et al. 2024, "Scaling and
+evaluating sparse autoencoders"; Bricken et al. 2023, "Towards Monosemanticity").
 
 * AuxK (Gao et al. 2024): the top ``k_aux`` pre-activations among dead latents reconstruct
   the main reconstruction's residual. Two details that implementations get wrong

@@ -3,7 +3,7 @@
 A schedule moves k from ``start`` (epoch 0) to ``end`` (epoch ``length - 1``) and holds
 ``end`` afterwards. With ``t = min(epoch / (length - 1), 1)``:
 
-- ``linear``:    ``start + (end - start) t``  (the DESIGN.md default: 500 -> 50 over 50 epochs)
+- ``linear``:    ``start + (end - start) t``  (default 500 -> 50 over 50 epochs: arXiv 2603.18056)
 - ``cosine``:    ``end + (start - end) (1 + cos(pi t)) / 2``  (slow at both ends)
 - ``geometric``: ``start (end / start)^t``  (equal ratios per epoch: fast early)
 - ``step``:      ``stages`` equal-length plateaus whose levels run linearly from start to end

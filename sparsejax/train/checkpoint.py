@@ -1,9 +1,9 @@
-"""Checkpoints with orbax: the whole train state plus a JSON record of where the run is.
+"""Checkpoints with orbax: a train state (any pytree) plus a JSON record of where the run is.
 
-A checkpoint holds everything needed to continue exactly: parameters, optimiser state,
-controller state, the raw RNG key and global step (which fix every later batch), the
-epoch's firing counts and loss sums, and in its metadata the epoch position and the
-config. Saves are asynchronous (the device-to-host copy happens before ``save`` returns,
+Every model's checkpoint holds everything needed to continue exactly (for the hybrid:
+parameters, optimiser and controller state, the raw RNG key and global step, which fix
+every later batch, and the epoch's firing counts and loss sums), and in its metadata the
+epoch position and the config. Saves are asynchronous (the device-to-host copy happens before ``save`` returns,
 so donating the state to the next step is safe); the newest ``keep`` are kept. A state
 whose loss went NaN/Inf is never saved, so the newest checkpoint is always a good one.
 """
@@ -14,20 +14,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
-from sparsejax.train.state import TrainState
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or read (the message says which and why)."""
+from sparsejax.train.errors import CheckpointError
 
 
 class Checkpointer:
-    """Saves and restores ``(TrainState, metadata)`` pairs under ``directory``.
+    """Saves and restores ``(state, metadata)`` pairs under ``directory``.
 
-    Checkpoints are numbered by global step. ``metadata`` is a JSON-able dict; the loop
+    Checkpoints are numbered by global step. ``metadata`` is a JSON-able dict; the engine
     stores ``{"epoch": e, "step_in_epoch": j, "config": {...}}``.
     """
 
@@ -44,9 +39,8 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._mgr.all_steps())
 
-    def save(self, state: TrainState, meta: dict[str, Any]) -> None:
-        """Start an asynchronous save at the state's global step (blocks on the previous one)."""
-        step = int(jax.device_get(state.step)[0])
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Start an asynchronous save numbered ``step`` (blocks on the previous save)."""
         if step in self._mgr.all_steps():
             return  # already saved (e.g. an interrupt right after an epoch's save)
         try:
@@ -56,8 +50,7 @@ class Checkpointer:
             raise CheckpointError(f"could not save the checkpoint of step {step} in "
                                   f"{self.directory}: {e}") from e
 
-    def restore(self, abstract: TrainState, step: int | None = None
-                ) -> tuple[TrainState, dict[str, Any]]:
+    def restore(self, abstract: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """The state (placed as ``abstract``'s shardings say) and metadata at ``step``
         (default: the newest)."""
         step = self.latest_step() if step is None else step

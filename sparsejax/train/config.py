@@ -1,7 +1,9 @@
-"""Typed, validated training configuration and its presets.
+"""Typed, validated configuration of a hybrid VAE-SAE run, and its presets.
 
 :class:`TrainConfig` is checked in full when it is built (``ConfigError`` names the field,
-the value and what was expected), so a bad value never costs a compilation. Presets:
+the value and what was expected), so a bad value never costs a compilation. Each field
+states in its metadata what it affects (:data:`AFFECTS`): the compiled program cache and
+the resume check read that, not lists of names. Presets of one run (the ``train`` study):
 
 ============  =======================================================================
 ``smoke``     3 epochs x 25 steps, eval on 1,024 samples: a ``train`` run in < 60 s on
@@ -21,20 +23,36 @@ import math
 import typing
 from typing import Any
 
+from sparsejax.data import DATASETS, SOURCE_CHOICES
+from sparsejax.metrics.dead_units import DEAD_THRESHOLDS
 from sparsejax.models.conv import CONV_IMPLS
 from sparsejax.models.vae import METHODS, PLACEMENTS
+from sparsejax.ops import IMPLS as TOPK_IMPLS
 from sparsejax.sparsity.controller import L1Controller
 from sparsejax.sparsity.schedules import KSchedule
+from sparsejax.train.errors import ConfigError
+from sparsejax.train.seeds import SEED_MAPS
 
-DATASETS = ("dsprites", "shapes3d")
-SOURCES = ("auto", "procedural", "file", "tfds")
-TOPK_IMPLS = ("auto", "lax", "approx", "pallas")
-SEED_MAPS = ("auto", "vmap", "unroll")
-THRESHOLDS = (0.0, 1e-6, 1e-3, 1e-2)
+# What a config field affects (its ``metadata["affects"]``):
+#   "program": the compiled step and evaluator, and so the numbers;
+#   "numbers": the numbers a run computes but not its program (runs differing only in these
+#              share one compiled step within a process);
+#   "nothing": neither (the run's length, logging, where files are): may change on resume.
+AFFECTS = ("program", "numbers", "nothing")
 
 
-class ConfigError(ValueError):
-    """A configuration value is out of range or unknown (raised before any work starts)."""
+def option(default: Any = dataclasses.MISSING, *, affects: str = "program", **kwargs):
+    """A dataclass field whose metadata says what it affects (one of :data:`AFFECTS`)."""
+    if affects not in AFFECTS:
+        raise ValueError(f"affects={affects!r}: expected one of {AFFECTS}")
+    return dataclasses.field(default=default, metadata={"affects": affects}, **kwargs)
+
+
+def fields_affecting(cls, *kinds: str) -> tuple[str, ...]:
+    """Names of the fields of dataclass ``cls`` whose ``affects`` is one of ``kinds``
+    (fields without the metadata count as "program")."""
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if f.metadata.get("affects", "program") in kinds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,35 +72,35 @@ class TrainConfig:
 
     dataset: str = "dsprites"
     method: str = "topk"
-    source: str = "auto"
-    data_dir: str | None = None
+    source: str = option("auto", affects="nothing")  # "auto" resolves the same on resume
+    data_dir: str | None = option(None, affects="nothing")
     placement: str = "hidden"
     num_units: int = 500
     num_latents: int = 10
     beta: float = 1.0
     sae_weight: float = 1.0
-    schedule: KSchedule = KSchedule()
+    schedule: KSchedule = option(KSchedule(), affects="numbers")  # k is a traced argument
     controller: L1Controller = L1Controller()
     topk_impl: str = "auto"
     conv_impl: str = "auto"
     seed_map: str = "auto"  # how S seeds share the program: vmap | unroll (auto: unroll on CPU)
     learning_rate: float = 1e-4
     batch_size: int = 64
-    epochs: int = 50
-    steps_per_epoch: int | None = None  # None: one pass over the dataset's grid
+    epochs: int = option(50, affects="nothing")
+    steps_per_epoch: int | None = option(None, affects="numbers")  # None: one pass over the grid
     eval_size: int = 10_000
     eval_batch: int = 1_000
     eval_seed: int = 0
-    thresholds: tuple[float, ...] = THRESHOLDS
-    seed: int = 0
+    thresholds: tuple[float, ...] = DEAD_THRESHOLDS
+    seed: int = option(0, affects="numbers")
     num_seeds: int = 1
-    log_every: int = 50
-    keep_checkpoints: int = 2
+    log_every: int = option(50, affects="nothing")
+    keep_checkpoints: int = option(2, affects="nothing")
 
     def __post_init__(self):
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("method", self.method, METHODS)
-        _check_choice("source", self.source, SOURCES)
+        _check_choice("source", self.source, SOURCE_CHOICES)
         _check_choice("placement", self.placement, PLACEMENTS)
         _check_choice("topk_impl", self.topk_impl, TOPK_IMPLS)
         _check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
@@ -132,6 +150,12 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=2, sort_keys=True)
+
+    def program_key(self) -> tuple:
+        """The fields that shape the compiled programs, as a hashable key."""
+        d = to_dict(self)
+        return tuple((name, json.dumps(d[name], sort_keys=True))
+                     for name in fields_affecting(TrainConfig, "program"))
 
 
 # ------------------------------------------------------------------------- dict round trip
@@ -220,6 +244,23 @@ def parse_value(field: str, text: str) -> Any:
             raise ConfigError(f"unknown {top} field {sub!r}; known: {sorted(sub_types)}")
         return _parse(sub_types[sub], text, field)
     return _parse(types[top], text, field)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` items as overrides for :meth:`TrainConfig.replace` (dotted
+    names give partial nested dicts: ``schedule.kind=cosine`` -> ``{"schedule": {...}}``)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        value = parse_value(name, text)
+        top, _, sub = name.partition(".")
+        if sub:
+            overrides.setdefault(top, {})[sub] = value
+        else:
+            overrides[top] = value
+    return overrides
 
 
 def _parse(tp, text: str, field: str):

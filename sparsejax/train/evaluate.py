@@ -10,6 +10,9 @@ noise). A pluggable ``metrics_fn(RunEval) -> dict`` then adds figures to the epo
 
 from __future__ import annotations
 
+# Shape letters: S runs (seeds), n evaluation samples, F factors, L latents, N sparse
+# units, T thresholds.
+
 import dataclasses
 from collections.abc import Callable
 
@@ -20,9 +23,11 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sparsejax.data import FactorDataset
+from sparsejax.metrics.dead_units import tau_key
 from sparsejax.models.vae import loss_terms
 from sparsejax.train.config import TrainConfig
-from sparsejax.train.step import batch_sharding, global_array, over_seeds, replicated
+from sparsejax.train.mesh import batch_sharding, global_array, replicated
+from sparsejax.train.seeds import over_seeds
 
 EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0")
 
@@ -56,10 +61,11 @@ class RunEval:
         return self.factors.shape[0]
 
     def dead_fraction(self) -> dict[str, float]:
-        """Fraction of units that never exceed tau on the set, per threshold ('0', '1e-06', ...)."""
+        """Fraction of units that never exceed tau on the set, per threshold
+        (keyed by :func:`sparsejax.metrics.tau_key`)."""
         if self.counts.shape[1] == 0:
             return {}
-        return {_tau_key(t): float(np.mean(c == 0)) for t, c in zip(self.thresholds, self.counts)}
+        return {tau_key(t): float(np.mean(c == 0)) for t, c in zip(self.thresholds, self.counts)}
 
 
 @dataclasses.dataclass
@@ -80,10 +86,6 @@ class EvalResult:
                        self.counts[i], self.thresholds,
                        {n: float(v[i]) for n, v in self.terms.items()}, self.k,
                        self.factor_names)
-
-
-def _tau_key(t: float) -> str:
-    return repr(float(t)) if t else "0"
 
 
 def eval_factors(dataset: FactorDataset, cfg: TrainConfig) -> np.ndarray:
@@ -109,7 +111,7 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
     x_sharding = batch_sharding(mesh)
     on_device = dataset.on_device
 
-    def one(params, k, xin, eps, mask):
+    def evaluate_chunk(params, k, xin, eps, mask):
         x = dataset.render(xin) if on_device else xin
         x = jax.lax.with_sharding_constraint(x, x_sharding)
         out = nnx.merge(graphdef, params)(x, eps, k)
@@ -125,7 +127,8 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
         return out.mu, h, sums, counts
 
     rep = replicated(mesh)
-    fn = jax.jit(over_seeds(one, cfg.num_seeds, (0, None, None, None, None), cfg.seed_map),
+    fn = jax.jit(over_seeds(evaluate_chunk, cfg.num_seeds, (0, None, None, None, None),
+                            cfg.seed_map),
                  in_shardings=(rep, rep, x_sharding, x_sharding, x_sharding),
                  out_shardings=rep)
 

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,13 @@ class MetricsLog:
         """All records in the file (a torn last line from a crash is skipped)."""
         return read_records(self.path)
 
-    def truncate(self, before_epoch: int) -> None:
-        """Keep only records of epochs < ``before_epoch`` (a resumed run rewrites the rest)."""
+    def truncate(self, keep: Callable[[dict], bool]) -> None:
+        """Keep only the records for which ``keep(record)`` holds (a resumed run drops what
+        came after its checkpoint and writes it again)."""
         if not self.writer:
             return
-        keep = [r for r in self.records() if r["epoch"] < before_epoch]
-        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        kept = [r for r in self.records() if keep(r)]
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, records: Sequence[dict]) -> None:
         if not self.writer:
@@ -100,48 +101,62 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 class Progress:
-    """A tqdm bar (step, loss, k, images/s, ETA) on a terminal; plain log lines otherwise."""
+    """A tqdm bar (step, the caller's status text, rate, ETA) on a terminal; plain log lines
+    otherwise.
 
-    def __init__(self, total_steps: int, done_steps: int, batch_images: int, *,
-                 tty: bool | None = None, stream=None):
+    Args:
+      total_steps, done_steps: the run's length and where it starts (a resumed run).
+      batch_items: items one step trains on (all models together), for the rate.
+      unit: what an item is (``"img"``, ``"vec"``).
+      tty: force the bar on/off (default: when ``stream`` is a terminal).
+      stream: where to write (default stderr).
+      desc: a label before the bar.
+      enabled: False shows nothing at all.
+    """
+
+    def __init__(self, total_steps: int, done_steps: int, batch_items: int, *,
+                 unit: str = "img", tty: bool | None = None, stream=None, desc: str = "",
+                 enabled: bool = True):
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.enabled = enabled
+        self.tty = enabled and (self.stream.isatty() if tty is None else tty)
         self.total, self.done = total_steps, done_steps
-        self.batch_images = batch_images
+        self.batch_items, self.unit = batch_items, unit
         self._t0, self._s0 = time.perf_counter(), done_steps
         self._bar = None
         if self.tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=done_steps, unit="step",
+            self._bar = tqdm(total=total_steps, initial=done_steps, unit="step", desc=desc or None,
                              file=self.stream, dynamic_ncols=True, smoothing=0.1)
 
     def rate(self) -> float:
-        """Images per second since the last :meth:`reset_rate`."""
+        """Items per second since the last :meth:`reset_rate`."""
         dt = time.perf_counter() - self._t0
-        return (self.done - self._s0) * self.batch_images / dt if dt > 0 else 0.0
+        return (self.done - self._s0) * self.batch_items / dt if dt > 0 else 0.0
 
     def reset_rate(self) -> None:
         self._t0, self._s0 = time.perf_counter(), self.done
 
-    def update(self, done_steps: int, *, epoch: int, epochs: int, k: int, loss: float,
-               l0: float) -> None:
+    def update(self, done_steps: int, status: str) -> None:
+        """Progress to ``done_steps``; ``status`` is e.g. ``"epoch 2/10 loss 3.1 k 50"``."""
         delta, self.done = done_steps - self.done, done_steps
         rate = self.rate()
         if self._bar is not None:
             self._bar.update(delta)
-            self._bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} loss {loss:.2f} k {k} "
-                                      f"L0 {l0:.1f} {rate:.0f} img/s", refresh=False)
+            self._bar.set_postfix_str(f"{status} {rate:.0f} {self.unit}/s", refresh=False)
             return
-        left = (self.total - self.done) * self.batch_images / rate if rate > 0 else math.inf
+        if not self.enabled:
+            return
+        left = (self.total - self.done) * self.batch_items / rate if rate > 0 else math.inf
         eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "?"
-        print(f"step {self.done}/{self.total} epoch {epoch + 1}/{epochs} loss {loss:.3f} "
-              f"k {k} L0 {l0:.1f} {rate:.0f} img/s ETA {eta}", file=self.stream, flush=True)
+        print(f"step {self.done}/{self.total} {status} {rate:.0f} {self.unit}/s ETA {eta}",
+              file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         if self._bar is not None:
             self._bar.write(text, file=self.stream)
-        else:
+        elif self.enabled:
             print(text, file=self.stream, flush=True)
 
     def close(self) -> None:

@@ -18,11 +18,8 @@ saved. A config that cannot run is refused before anything is compiled.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import json
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,31 +29,26 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sparsejax.atomic_io import write_atomic
 from sparsejax.data import SPECS, FactorDataset, get_dataset
+from sparsejax.metrics.dead_units import tau_key
 from sparsejax.train import config as config_lib
 from sparsejax.train.checkpoint import Checkpointer
-from sparsejax.train.config import ConfigError, TrainConfig
+from sparsejax.train.config import TrainConfig
+from sparsejax.train.engine import (CHECKPOINT_DIR, EpochTiming, check_resumable,
+                                    refuse_existing_run, run_epochs)
+from sparsejax.train.errors import ConfigError
 from sparsejax.train.evaluate import EvalResult, RunEval, default_metrics, make_evaluator
-from sparsejax.train.logs import METRICS_FILE, MetricsLog, Progress
+from sparsejax.train.hybrid import model_graphdef
+from sparsejax.train.logs import MetricsLog, Progress
+from sparsejax.train.mesh import batch_sharding, check_batch, global_array, make_mesh, replicated
 from sparsejax.train.state import (LOSS_TERMS, TrainState, abstract_state, init_state,
-                                   model_graphdef, start_epoch)
-from sparsejax.train.step import (batch_sharding, check_batch, global_array, host_batch,
-                                  make_mesh, make_train_step, replicated)
+                                   start_epoch)
+from sparsejax.train.step import host_batch, make_train_step
 
 CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-# fields that may differ between a run and its resumption (they change no computed number)
-RESUMABLE_CHANGES = ("epochs", "log_every", "keep_checkpoints", "data_dir", "source")
 
 MetricsFn = Callable[[RunEval], dict]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
-
-
-class RunExistsError(RuntimeError):
-    """``out_dir`` already holds a run and ``resume`` was not asked for."""
 
 
 @dataclasses.dataclass
@@ -113,126 +105,125 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         check_batch(cfg.batch_size, mesh)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    ckpt_dir = out / CHECKPOINT_DIR
-    if not resume and (_has_checkpoints(ckpt_dir) or (out / METRICS_FILE).exists()):
-        raise RunExistsError(f"{out} already holds a run (checkpoints or {METRICS_FILE}); "
-                             "resume it with --resume / resume=True, or choose another output "
-                             "directory")
-    if resume and _has_checkpoints(ckpt_dir):
-        saved = json.loads((out / CONFIG_FILE).read_text()) if (out / CONFIG_FILE).exists() \
-            else None
-        if saved is not None:
-            check_resumable(config_lib.from_dict(saved), cfg)
+    refuse_existing_run(out, resume)
     ds = dataset if dataset is not None else get_dataset(cfg.dataset, cfg.source, cfg.data_dir)
-    channels = ds.observation_shape[-1]
-    spe = cfg.resolved_steps_per_epoch(len(ds))
-    graphdef = model_graphdef(cfg, channels)
-    rep = replicated(mesh)
-
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = Checkpointer(ckpt_dir, keep=cfg.keep_checkpoints)
+    ckpt = Checkpointer(out / CHECKPOINT_DIR, keep=cfg.keep_checkpoints)
     log = MetricsLog(out, cfg.seeds, tensorboard=tensorboard)
     try:
-        abstract = abstract_state(cfg, channels, rep)
-        if resume and ckpt.latest_step() is not None:
-            state, meta = ckpt.restore(abstract)
-            epoch, j = int(meta["epoch"]), int(meta["step_in_epoch"])
-        elif init_from is not None:
-            src = Checkpointer(Path(init_from) / CHECKPOINT_DIR)
-            state, _ = src.restore(abstract)
-            src.close()
-            state = jax.jit(start_epoch, out_shardings=rep)(state)
-            epoch, j = 0, 0
-        else:
-            state = init_state(cfg, channels, rep)
-            epoch, j = 0, 0
-        log.truncate(epoch)  # records past the checkpoint (or of a run killed before one)
+        state, epoch, step_in_epoch = _restore_or_init(cfg, ds, mesh, ckpt, resume, init_from)
+        # drop records past the checkpoint (or of a run killed before one)
+        log.truncate(lambda r: r["epoch"] < epoch)
         if jax.process_index() == 0:
-            (out / CONFIG_FILE).write_text(cfg.to_json() + "\n")
-
-        step_fn, evaluate, reset = _compiled(cfg, ds, mesh)
-        progress = Progress(cfg.epochs * spe, epoch * spe + j, cfg.batch_size * cfg.num_seeds,
-                            tty=progress_tty)
-        status = "done"
-        gstep = int(jax.device_get(state.step)[0])  # host copy of the global step
-        key_data = None if ds.on_device else np.asarray(jax.device_get(state.key))
-        image_sharding = batch_sharding(mesh, seed_axis=True)
-        with _StopFlag() as stop:
-            while epoch < cfg.epochs:
-                k = int(cfg.schedule(epoch))
-                k_arr = jnp.asarray(k, jnp.int32)
-                t_epoch, steps_before = time.perf_counter(), j
-                pending = None
-                while j < spe:
-                    if ds.on_device:
-                        state, m = step_fn(state, k_arr)
-                    else:  # file/TFDS data: the same (seed, step) batch, read on the host
-                        images = global_array(host_batch(ds, key_data, gstep,
-                                                         cfg.batch_size), image_sharding)
-                        state, m = step_fn(state, k_arr, images)
-                    j, gstep = j + 1, gstep + 1
-                    if j % cfg.log_every == 0 or j == spe:
-                        # read the previous log point's metrics (already on the host by now)
-                        # and start copying this one's: no stall of the device queue
-                        if pending is not None:
-                            _report(pending, progress, log, cfg, epoch, k, ckpt)
-                        for v in m.values():
-                            v.copy_to_host_async()
-                        pending = (epoch * spe + j, m)
-                    if stop.is_set():
-                        if pending is not None:
-                            _report(pending, progress, log, cfg, epoch, k, ckpt)
-                        _check_finite(state, ckpt, cfg)
-                        ckpt.save(state, _meta(cfg, epoch, j))
-                        ckpt.wait()
-                        progress.message(f"interrupted at epoch {epoch} step {j}/{spe}; saved "
-                                         f"checkpoint {ckpt.latest_step()} in {ckpt.directory}"
-                                         "; continue with --resume")
-                        status = "interrupted"
-                        break
-                if status == "interrupted":
-                    break
-                if pending is not None:
-                    _report(pending, progress, log, cfg, epoch, k, ckpt)
-                _check_finite(state, ckpt, cfg)  # syncs: the epoch's steps are done
-                t_train = time.perf_counter() - t_epoch
-                ev = evaluate(state.params, k)
-                records = epoch_records(cfg, epoch, k, state, ev, metrics_fn,
-                                        images_per_s=(j - steps_before) * cfg.batch_size
-                                        * cfg.num_seeds / max(t_train, 1e-9),
-                                        train_time_s=t_train,
-                                        epoch_time_s=time.perf_counter() - t_epoch)
-                log.write(records)
-                progress.message(_epoch_line(records))
-                state = reset(state)
-                epoch, j = epoch + 1, 0
-                ckpt.save(state, _meta(cfg, epoch, 0))
-                progress.reset_rate()
-                if on_epoch is not None:
-                    on_epoch(records)
+            write_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
+        trainer = HybridTrainer(cfg, ds, mesh, log, metrics_fn, state)
+        progress = Progress(cfg.epochs * trainer.steps_per_epoch,
+                            epoch * trainer.steps_per_epoch + step_in_epoch,
+                            cfg.batch_size * cfg.num_seeds, tty=progress_tty)
+        trainer.progress = progress
+        state, status = run_epochs(trainer, state, ckpt, progress, epoch=epoch,
+                                   step_in_epoch=step_in_epoch, on_epoch=on_epoch)
         progress.close()
         ckpt.wait()
-        return TrainResult(cfg, log.records(), state, graphdef, status, out)
+        return TrainResult(cfg, log.records(), state, trainer.graphdef, status, out)
     finally:
         log.close()
         ckpt.close()
 
 
+def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpointer,
+                     resume: bool, init_from: str | Path | None
+                     ) -> tuple[TrainState, int, int]:
+    """``(state, epoch, step_in_epoch)``: the newest checkpoint (``resume``), another run's
+    newest checkpoint at epoch 0 (``init_from``), or a fresh state."""
+    channels = ds.observation_shape[-1]
+    rep = replicated(mesh)
+    if resume and ckpt.latest_step() is not None:
+        check_resumable(ckpt.metadata()["config"], config_lib.to_dict(cfg),
+                        free=config_lib.fields_affecting(TrainConfig, "nothing"))
+        state, meta = ckpt.restore(abstract_state(cfg, channels, rep))
+        return state, int(meta["epoch"]), int(meta["step_in_epoch"])
+    if init_from is not None:
+        with Checkpointer(Path(init_from) / CHECKPOINT_DIR) as src:
+            state, _ = src.restore(abstract_state(cfg, channels, rep))
+        return jax.jit(start_epoch, out_shardings=rep)(state), 0, 0
+    return init_state(cfg, channels, rep), 0, 0
+
+
+class HybridTrainer:
+    """The hybrid's side of :func:`sparsejax.train.engine.run_epochs`: its step (device- or
+    host-fed), its log points, and its end of epoch (evaluation, records, reset)."""
+
+    def __init__(self, cfg: TrainConfig, ds: FactorDataset, mesh, log: MetricsLog,
+                 metrics_fn: MetricsFn | None, state: TrainState):
+        self.cfg, self.ds, self.metrics_log, self.metrics_fn = cfg, ds, log, metrics_fn
+        self.epochs, self.log_every = cfg.epochs, cfg.log_every
+        self.steps_per_epoch = cfg.resolved_steps_per_epoch(len(ds))
+        self.run_names = [f"seed {s}" for s in cfg.seeds]
+        self.graphdef = model_graphdef(cfg, ds.observation_shape[-1])
+        self.step_fn, self.evaluate, self.reset = _compiled(cfg, ds, mesh)
+        self.progress: Progress | None = None
+        self._k: tuple[int, jax.Array] | None = None  # (epoch, k of that epoch on device)
+        self._step = int(jax.device_get(state.step)[0])  # host copy of the global step
+        self._key_data = None if ds.on_device else np.asarray(jax.device_get(state.key))
+        self._images = batch_sharding(mesh, seed_axis=True)
+
+    def k(self, epoch: int) -> int:
+        return int(self.cfg.schedule(epoch))
+
+    def step(self, state: TrainState, epoch: int, step_in_epoch: int):
+        if self._k is None or self._k[0] != epoch:
+            self._k = (epoch, jnp.asarray(self.k(epoch), jnp.int32))
+        k = self._k[1]
+        if self.ds.on_device:
+            state, metrics = self.step_fn(state, k)
+        else:  # file/TFDS data: the same (seed, step) batch, read on the host
+            images = global_array(host_batch(self.ds, self._key_data, self._step,
+                                             self.cfg.batch_size), self._images)
+            state, metrics = self.step_fn(state, k, images)
+        self._step += 1
+        return state, metrics
+
+    def log(self, done: int, epoch: int, metrics: dict) -> str:
+        self.metrics_log.step_scalars(self.cfg.seeds, done,
+                              {n: metrics[n] for n in (*LOSS_TERMS, "l1_coef")})
+        return (f"epoch {epoch + 1}/{self.epochs} loss {float(np.mean(metrics['loss'])):.3f} "
+                f"k {self.k(epoch)} L0 {float(np.mean(metrics['l0'])):.1f}")
+
+    def bad_steps(self, state: TrainState) -> np.ndarray:
+        return np.asarray(jax.device_get(state.bad_step))
+
+    def global_step(self, state: TrainState) -> int:
+        return self._step
+
+    def meta(self, epoch: int, step_in_epoch: int) -> dict:
+        return {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                "config": config_lib.to_dict(self.cfg)}
+
+    def end_epoch(self, state: TrainState, epoch: int, timing: EpochTiming):
+        k = self.k(epoch)
+        ev = self.evaluate(state.params, k)
+        records = epoch_records(
+            self.cfg, epoch, k, state, ev, self.metrics_fn,
+            images_per_s=timing.steps * self.cfg.batch_size * self.cfg.num_seeds
+            / max(timing.train_s, 1e-9),
+            train_time_s=timing.train_s, epoch_time_s=time.perf_counter() - timing.started)
+        self.metrics_log.write(records)
+        if self.progress is not None:
+            self.progress.message(_epoch_line(records))
+        return self.reset(state), records
+
+
 # --------------------------------------------------------------------------- compiled fns
-# Fields that change no compiled program: runs differing only in these share one compiled
-# step and evaluator within a process (a study's repeated cells, a resumed run).
-_PROGRAM_IRRELEVANT = dict(epochs=1, seed=0, log_every=1, keep_checkpoints=1, data_dir=None,
-                           source="auto", steps_per_epoch=1,
-                           schedule={"kind": "linear", "start": 1, "end": 1, "length": 1,
-                                     "stages": 1})
+# Runs whose configs differ only in fields that shape no program (TrainConfig.program_key)
+# share one compiled step and evaluator within a process (a study's cells, a resumed run).
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 8
 
 
 def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
     """(step, evaluate, reset) for ``cfg`` on ``mesh``, built once per program."""
-    key = (cfg.replace(**_PROGRAM_IRRELEVANT), ds.name, ds.source, ds.location, ds.on_device,
-           mesh)
+    key = (cfg.program_key(), ds.name, ds.source, ds.location, ds.on_device, mesh)
     if key in _CACHE:
         _CACHE.move_to_end(key)
     else:
@@ -278,7 +269,7 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
             "train": {n: float(host["sums"][n][i]) / steps for n in LOSS_TERMS},
             "eval": eval_terms,
             "dead_fraction": run.dead_fraction(),
-            "firing_counts": {_tau(t): c.tolist() for t, c in zip(run.thresholds, run.counts)}
+            "firing_counts": {tau_key(t): c.tolist() for t, c in zip(run.thresholds, run.counts)}
             if run.counts.shape[1] else {},
             "eval_size": run.n,
             "train_firing_counts": host["fire"][i].tolist() if cfg.sparse else [],
@@ -289,10 +280,6 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
         rec.update(extra)
         records.append(rec)
     return records
-
-
-def _tau(t: float) -> str:
-    return repr(float(t)) if t else "0"
 
 
 def _epoch_line(records: list[dict]) -> str:
@@ -307,80 +294,6 @@ def _epoch_line(records: list[dict]) -> str:
     r0 = records[0]
     return (f"epoch {r0['epoch'] + 1} done (k {r0['k']}, {r0['images_per_s']:.0f} img/s): "
             + "; ".join(parts))
-
-
-# --------------------------------------------------------------------------- helpers
-def _meta(cfg: TrainConfig, epoch: int, step_in_epoch: int) -> dict:
-    return {"epoch": epoch, "step_in_epoch": step_in_epoch, "config": config_lib.to_dict(cfg)}
-
-
-def _report(pending, progress: Progress, log: MetricsLog, cfg: TrainConfig, epoch: int, k: int,
-            ckpt: Checkpointer) -> None:
-    done, m = pending
-    m = jax.device_get(m)
-    _raise_if_bad(m["bad_step"], cfg, ckpt)
-    progress.update(done, epoch=epoch, epochs=cfg.epochs, k=k, loss=float(np.mean(m["loss"])),
-                    l0=float(np.mean(m["l0"])))
-    log.step_scalars(cfg.seeds, done, {n: m[n] for n in (*LOSS_TERMS, "l1_coef")})
-
-
-def _check_finite(state: TrainState, ckpt: Checkpointer, cfg: TrainConfig) -> None:
-    _raise_if_bad(np.asarray(jax.device_get(state.bad_step)), cfg, ckpt)
-
-
-def _raise_if_bad(bad_S: np.ndarray, cfg: TrainConfig, ckpt: Checkpointer) -> None:
-    bad_S = np.asarray(bad_S)
-    if np.all(bad_S < 0):
-        return
-    i = int(np.argmax(bad_S >= 0))
-    first = int(bad_S[bad_S >= 0].min())
-    ckpt.wait()
-    last = ckpt.latest_step()
-    where = (f"the last good checkpoint (step {last}) is kept in {ckpt.directory}"
-             if last is not None else "no checkpoint had been written yet")
-    raise TrainingDiverged(
-        f"the loss became NaN or Inf at step {first} (seed {cfg.seeds[i]}); training stopped "
-        f"and nothing after it was saved; {where}. Lower the learning rate or check the data.")
-
-
-def _has_checkpoints(ckpt_dir: Path) -> bool:
-    return ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
-
-
-def check_resumable(saved: TrainConfig, new: TrainConfig) -> None:
-    """Refuse to resume with a config that would compute something different."""
-    a, b = config_lib.to_dict(saved), config_lib.to_dict(new)
-    diff = sorted(n for n in a if a[n] != b[n] and n not in RESUMABLE_CHANGES)
-    if diff:
-        detail = ", ".join(f"{n}: saved {a[n]!r} vs now {b[n]!r}" for n in diff)
-        raise ConfigError(f"cannot resume: the config differs from the saved run in {detail}")
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag the loop polls (main thread only); a second SIGINT aborts."""
-
-    def __init__(self):
-        self._event = threading.Event()
-        self._old = {}
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def _handler(self, signum, frame):
-        if self._event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self._event.set()
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(ValueError, OSError):
-                    self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 # --------------------------------------------------------------------------- restoring

@@ -1,11 +1,13 @@
-"""The train state: one pytree holding everything a run needs to continue exactly.
+"""The hybrid's train state: one pytree holding everything a run needs to continue exactly.
 
 Every leaf carries a leading seed axis S (S independent runs trained in one program; S = 1
-for a single run). The model is split once: its graph definition is static and lives
-outside the state; ``params`` is the ``nnx.State`` of its parameters.
+for a single run). The model's graph definition is static and lives outside the state
+(:mod:`sparsejax.train.hybrid`); ``params`` is the ``nnx.State`` of its parameters.
 """
 
 from __future__ import annotations
+
+# Shape letters: S runs (seeds) trained together, N sparse units.
 
 import flax.struct
 import numpy as np
@@ -14,9 +16,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from sparsejax.models.vae import VAE
 from sparsejax.sparsity.controller import ControllerState
 from sparsejax.train.config import TrainConfig
+from sparsejax.train.hybrid import HybridModel
+from sparsejax.train.optim import make_optimizer
 
 LOSS_TERMS = ("loss", "recon", "kl", "sae", "l1", "l0")
 
@@ -49,34 +52,22 @@ class TrainState:
     bad_step: jax.Array
 
 
-def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
-    return VAE(channels, method=cfg.method, num_units=cfg.num_units,
-               num_latents=cfg.num_latents, placement=cfg.placement,
-               topk_impl=cfg.topk_impl, conv_impl=cfg.conv_impl, rngs=rngs)
-
-
-def model_graphdef(cfg: TrainConfig, channels: int) -> nnx.GraphDef:
-    """The model's static graph definition (no parameters are allocated)."""
-    abstract = nnx.eval_shape(lambda: make_model(cfg, channels, nnx.Rngs(0)))
-    return nnx.split(abstract)[0]
-
-
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam with disentanglement_lib's settings (b1 0.9, b2 0.999, eps 1e-8)."""
-    return optax.adam(cfg.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """The hybrid's optimiser: Adam(``cfg.learning_rate``) with disentanglement_lib's
+    settings (b1 0.9, b2 0.999, eps 1e-8)."""
+    return make_optimizer(cfg.learning_rate)
 
 
 def init_one(cfg: TrainConfig, channels: int, seed: jax.Array) -> TrainState:
     """The state of one run at step 0 (jit/vmap-able over ``seed``)."""
     k_params, k_run = jax.random.split(jax.random.key(seed))
-    model = make_model(cfg, channels, nnx.Rngs(params=k_params))
-    params = nnx.state(model, nnx.Param)
+    params = HybridModel(cfg, channels).init(k_params)
     # the dense VAE keeps one always-zero slot: orbax cannot checkpoint an empty array
     n = cfg.num_units if cfg.sparse else 1
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=make_optimizer(cfg).init(params),
+        opt_state=optimizer(cfg).init(params),
         key=jax.random.key_data(k_run),
         ctrl=cfg.controller.init(),
         fire=jnp.zeros((n,), jnp.int32),
@@ -124,8 +115,3 @@ def abstract_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState
     shapes = jax.eval_shape(jax.vmap(lambda s: init_one(cfg, channels, s)), seeds)
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                         shapes)
-
-
-def seed_slice(state: TrainState, i: int) -> TrainState:
-    """Run ``i`` of a stacked state, keeping the seed axis (length 1)."""
-    return jax.tree.map(lambda x: x[i:i + 1], state)

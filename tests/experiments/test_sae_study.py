@@ -26,6 +26,13 @@ def test_smoke_study_recovers_features_and_resumes(tmp_path, capsys):
     assert res2["history"]["steps"][:len(steps)] == steps
     assert res2["history"]["steps"][-1] == 4 * (65536 // 512)
     assert "recovered" in capsys.readouterr().out
+    # another config is refused on resume, and a finished run is not overwritten
+    assert study.main(["--preset", "smoke", "--out", str(out), "--seed", "1", "--resume",
+                       "--no-progress"]) == 2
+    assert "cannot resume: the config differs from the saved run in seed" \
+        in capsys.readouterr().err
+    assert study.main(["--preset", "smoke", "--out", str(out), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
 
 
 def test_bad_config_and_resume_errors(tmp_path, capsys):
@@ -35,7 +42,3 @@ def test_bad_config_and_resume_errors(tmp_path, capsys):
     assert "--impl 'fast'" in capsys.readouterr().err
     assert study.main(["--preset", "smoke", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "checkpoint.npz").write_bytes(b"not a checkpoint")
-    assert study.main(["--preset", "smoke", "--out", str(tmp_path / "bad"), "--resume"]) == 2
-    assert "cannot read checkpoint" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def _steps(cfg, args):
 
     from sparsejax.data import get_dataset
     from sparsejax.train import init_state, make_mesh, make_train_step, model_graphdef
-    from sparsejax.train.step import replicated
+    from sparsejax.train.mesh import replicated
 
     ds = get_dataset(cfg.dataset, source="procedural")
     channels = ds.observation_shape[-1]

@@ -1,7 +1,8 @@
 """disentanglement_lib's metric procedures restated with numpy + sklearn: the slow references.
 
-Written from REFERENCE.md section 3 and dlib's published formulas, one pair or one code at
-a time as dlib does, in float64. Arrays are ``[N, K]`` codes and ``[N, F]`` factors (dlib
+Written from disentanglement_lib's ``evaluation/metrics`` (``utils.py``, ``mig.py``,
+``modularity_explicitness.py``, ``dci.py``) and its tests, one pair or one code at a time as
+dlib does, in float64. Arrays are ``[N, K]`` codes and ``[N, F]`` factors (dlib
 stores the transposes).
 """
 

@@ -62,7 +62,7 @@ def test_firing_stats_match_recomputation(rng):
         np.testing.assert_array_equal(s.density_hist_TxB[t], hist)
         assert s.density_hist_TxB[t].sum() + s.dead_TxU[t].sum() == u
     summary = s.summary()
-    assert summary["tau=0"]["dead_fraction"] == s.dead_T[0]
+    assert summary["0"]["dead_fraction"] == s.dead_T[0]
     assert len(summary["log10_density_edges"]) == 25
 
 

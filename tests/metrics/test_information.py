@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import dlib_restated as dlib
+from sparsejax.metrics import binning, mi_kernel
 from sparsejax.metrics import information as info
 
 
@@ -15,7 +16,7 @@ def _bins_ref(codes, num_bins=20):
 
 
 def _assert_bins(codes, num_bins=20):
-    got = np.asarray(info.histogram_bins(codes, num_bins))
+    got = np.asarray(binning.histogram_bins(codes, num_bins))
     np.testing.assert_array_equal(got, _bins_ref(codes, num_bins))
 
 
@@ -24,7 +25,7 @@ def _assert_bins(codes, num_bins=20):
 def test_dlib_histogram_discretizer_example():
     # dlib utils_test: rows there are codes, columns here.
     target = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.6, .5, .4, .3, .2, .1]]).T
-    got = np.asarray(info.histogram_bins(target, num_bins=3)) + 1
+    got = np.asarray(binning.histogram_bins(target, num_bins=3)) + 1
     np.testing.assert_array_equal(got.T, [[1, 1, 2, 2, 3, 3], [3, 3, 2, 2, 1, 1]])
 
 
@@ -73,14 +74,14 @@ def test_bins_constant_and_integer_and_low_precision(rng):
     codes[:, 1] = 7.25
     codes[:, 2] = 0.0
     _assert_bins(codes)
-    assert len(np.unique(np.asarray(info.histogram_bins(codes))[:, 1])) == 1
+    assert len(np.unique(np.asarray(binning.histogram_bins(codes))[:, 1])) == 1
     ints = rng.integers(-5, 60, (500, 3))
     _assert_bins(ints)
     half = rng.standard_normal((500, 3)).astype(np.float16)
     _assert_bins(half)
     bf = jnp.asarray(rng.standard_normal((500, 3)), jnp.bfloat16)
     _assert_bins(np.asarray(bf.astype(jnp.float32)).astype(np.float64))  # reference values
-    np.testing.assert_array_equal(np.asarray(info.histogram_bins(bf)),
+    np.testing.assert_array_equal(np.asarray(binning.histogram_bins(bf)),
                                   _bins_ref(np.asarray(bf.astype(jnp.float32))))
 
 
@@ -92,19 +93,19 @@ def test_bins_large_n(rng):
 
 def test_bins_errors():
     with pytest.raises(ValueError, match="2-D"):
-        info.histogram_bins(np.zeros(5))
+        binning.histogram_bins(np.zeros(5))
     with pytest.raises(ValueError, match="non-finite"):
-        info.histogram_bins(np.array([[0.0, 1.0], [np.nan, 2.0]], np.float32))
+        binning.histogram_bins(np.array([[0.0, 1.0], [np.nan, 2.0]], np.float32))
     with pytest.raises(ValueError, match="non-finite"):
-        info.histogram_bins(np.array([[0.0], [np.inf]]))
+        binning.histogram_bins(np.array([[0.0], [np.inf]]))
     with pytest.raises(ValueError, match="too narrow"):
-        info.histogram_bins(np.array([[1.0], [np.nextafter(1.0, 2.0)]]))
+        binning.histogram_bins(np.array([[1.0], [np.nextafter(1.0, 2.0)]]))
     with pytest.raises(ValueError, match="num_bins"):
-        info.histogram_bins(np.zeros((3, 2)), num_bins=0)
+        binning.histogram_bins(np.zeros((3, 2)), num_bins=0)
     with pytest.raises(ValueError, match="no rows"):
-        info.histogram_bins(np.zeros((0, 2)))
+        binning.histogram_bins(np.zeros((0, 2)))
     with pytest.raises(ValueError, match="no columns"):
-        info.histogram_bins(np.zeros((3, 0)))
+        binning.histogram_bins(np.zeros((3, 0)))
 
 
 # -- mutual information and entropy ----------------------------------------------------------
@@ -154,10 +155,10 @@ def test_packed_counting_is_exact_at_chunk_boundaries(rng, pack):
         x[:, 1] = rng.integers(0, 3, n)
         y = rng.integers(0, 4, (n, 2)).astype(np.int32)
         y[:, 1] = x[:, 1]
-        e = info.label_edges(3, 5)
-        plan = info._Plan(pack=pack, block=2)
-        mi = info._mutual_info_intervals(jnp.asarray(x), jnp.asarray(e), jnp.asarray(y),
-                                         num_bins=3, sizes=(4, 3), plan=plan)
+        e = binning.label_edges(3, 5)
+        plan = mi_kernel._Plan(pack=pack, block=2)
+        mi = mi_kernel._mutual_info_intervals(jnp.asarray(x), jnp.asarray(e), jnp.asarray(y),
+                                              num_bins=3, sizes=(4, 3), plan=plan)
         np.testing.assert_allclose(np.asarray(mi), dlib.discrete_mutual_info(x.astype(int), y),
                                    atol=2e-6)
 
@@ -165,12 +166,12 @@ def test_packed_counting_is_exact_at_chunk_boundaries(rng, pack):
 def test_exact_cross_difference(rng):
     a, b, c, d = (rng.integers(0, 1 << 24, 10_000) for _ in range(4))
     as_int32 = lambda *vs: (jnp.asarray(v, jnp.int32) for v in vs)
-    got = np.asarray(info._exact_cross_difference(*as_int32(a, b, c, d)))
+    cross = mi_kernel._exact_cross_difference
+    got = np.asarray(cross(*as_int32(a, b, c, d)))
     want = np.array([int(p) * int(q) - int(r) * int(s) for p, q, r, s in zip(a, b, c, d)],
                     np.float64)
     np.testing.assert_allclose(got, want, rtol=1.2e-7)
-    np.testing.assert_array_equal(np.asarray(info._exact_cross_difference(*as_int32(a, b, a, b))),
-                                  0.0)
+    np.testing.assert_array_equal(np.asarray(cross(*as_int32(a, b, a, b))), 0.0)
 
 
 def test_histogram_mutual_info_matches_dlib(rng):

@@ -7,6 +7,7 @@ import pytest
 from jax import lax
 
 from sparsejax.ops import pallas_topk
+from sparsejax.ops.order import keep_from_threshold
 
 
 def lax_keep(x, k):
@@ -26,7 +27,7 @@ def test_kernel_matches_lax(b, n, k, chunk, rows, rng):
     y, t, j = pallas_topk.topk_threshold(x, k, chunk=chunk, block_rows=rows)
     keep = lax_keep(x, k)
     np.testing.assert_array_equal(y, np.where(keep, x, 0))
-    np.testing.assert_array_equal(pallas_topk.keep_from_threshold(x, t, j), keep)
+    np.testing.assert_array_equal(keep_from_threshold(x, t, j), keep)
 
 
 @pytest.mark.parametrize("chunk", [None, 32])
@@ -37,7 +38,7 @@ def test_kernel_ties_and_per_row_k(chunk, rng):
     y, t, j = pallas_topk.topk_threshold(x, ks, chunk=chunk, block_rows=2)
     for r, k in enumerate(ks.tolist()):
         keep = lax_keep(x[r:r + 1], k)[0]
-        np.testing.assert_array_equal(pallas_topk.keep_from_threshold(x, t, j)[r], keep)
+        np.testing.assert_array_equal(keep_from_threshold(x, t, j)[r], keep)
         np.testing.assert_array_equal(y[r], np.where(keep, x[r], 0))
 
 
@@ -46,7 +47,7 @@ def test_kernel_bfloat16_and_specials():
     for k in range(9):
         y, t, j = pallas_topk.topk_threshold(x, k)
         keep = lax_keep(x, k)
-        np.testing.assert_array_equal(pallas_topk.keep_from_threshold(x, t, j), keep)
+        np.testing.assert_array_equal(keep_from_threshold(x, t, j), keep)
         assert y.dtype == jnp.bfloat16
 
 
@@ -62,4 +63,4 @@ def test_kernel_threshold_only(rng):
     x = jnp.asarray(rng.standard_normal((3, 200)), jnp.float32)
     y, t, j = pallas_topk.topk_threshold(x, 7, write_values=False)
     assert y is None
-    np.testing.assert_array_equal(pallas_topk.keep_from_threshold(x, t, j), lax_keep(x, 7))
+    np.testing.assert_array_equal(keep_from_threshold(x, t, j), lax_keep(x, 7))

@@ -1,4 +1,7 @@
-"""SAE train step: 4 simulated devices give the single-device step; the loop trains."""
+"""SAE train step: 4 simulated devices give the single-device step; the engine trains and
+resumes it."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +9,7 @@ import numpy as np
 import pytest
 
 from sparsejax.models import sae
+from sparsejax.train import ConfigError, RunExistsError, TrainingDiverged, make_mesh
 from sparsejax.train import sae as sae_train
 
 
@@ -21,7 +25,7 @@ def test_four_devices_equal_one(k_aux, rng):
     x = jnp.asarray(rng.standard_normal((16, 8)), jnp.float32)
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:4]):
-        mesh = sae_train.data_mesh(devices)
+        mesh = make_mesh(devices)
         state = sae_train.init_state(jax.random.key(0), cfg, tcfg)
         # step 5 > dead_after: all latents start dead, so AuxK runs on the first step
         state = jax.device_put(state._replace(step=jnp.int32(5)),
@@ -42,7 +46,7 @@ def test_four_devices_equal_one(k_aux, rng):
 
 def test_step_keeps_decoder_unit_norm_and_k_is_traced(rng):
     cfg, tcfg = _cfgs()
-    mesh = sae_train.data_mesh(jax.devices()[:1])
+    mesh = make_mesh(jax.devices()[:1])
     step = sae_train.make_train_step(cfg, tcfg, mesh)
     state = jax.device_put(sae_train.init_state(jax.random.key(0), cfg, tcfg),
                            jax.NamedSharding(mesh, jax.P()))
@@ -54,19 +58,31 @@ def test_step_keeps_decoder_unit_norm_and_k_is_traced(rng):
     np.testing.assert_allclose(np.linalg.norm(state.params.W_dec, axis=1), 1, rtol=1e-5)
 
 
-def test_train_loop_reduces_loss_and_reports_nan(rng):
+def test_train_loop_reduces_loss_and_reports_nan(rng, tmp_path):
     cfg, tcfg = _cfgs(k_aux=4)
     d = rng.standard_normal((16, 8))
     codes = (rng.random((512, 16)) < 0.2) * rng.random((512, 16))
     acts = (codes @ d).astype(np.float32)
     tcfg = sae_train.SAETrainConfig(batch_size=32, lr=5e-3, epochs=3, log_every=8,
                                     resample_every=16, dead_after=8)
-    state, hist = sae_train.train(acts, cfg, tcfg, progress=False)
-    assert hist.steps[-1] == 3 * 16 and int(state.step) == 48
+    state, hist, status, _ = sae_train.train(acts, cfg, tcfg, tmp_path / "a", progress=False)
+    assert status == "done" and hist.steps[-1] == 3 * 16 and int(state.step) == 48
     assert hist.metrics[-1]["fvu"] < 0.6 * hist.metrics[0]["fvu"]
+    # resume: a run cut after one epoch, continued, reproduces the straight run exactly
+    sae_train.train(acts, cfg, dataclasses.replace(tcfg, epochs=1), tmp_path / "b",
+                    progress=False)
+    resumed = sae_train.train(acts, cfg, tcfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed.start_step == 16 and resumed.history.steps == hist.steps
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="cannot resume.*lr"):
+        sae_train.train(acts, cfg, dataclasses.replace(tcfg, lr=1e-3), tmp_path / "b",
+                        resume=True, progress=False)
+    with pytest.raises(RunExistsError):
+        sae_train.train(acts, cfg, tcfg, tmp_path / "b", progress=False)
     bad = acts.copy()
     bad[3] = np.nan
-    with pytest.raises(FloatingPointError, match="at step"):
-        sae_train.train(bad, cfg, tcfg, progress=False)
+    with pytest.raises(TrainingDiverged, match="at step 0 "):
+        sae_train.train(bad, cfg, tcfg, tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match=r"shape \[M, d_in=8\]"):
-        sae_train.train(acts[:, :5], cfg, tcfg, progress=False)
+        sae_train.train(acts[:, :5], cfg, tcfg, tmp_path / "d", progress=False)

@@ -10,6 +10,8 @@ from flax import nnx
 
 from sparsejax.data import FactorDataset, get_dataset
 from sparsejax.models.vae import loss_terms
+from sparsejax.train import hybrid as Hy
+from sparsejax.train import mesh as Me
 from sparsejax.train import state as St
 from sparsejax.train import step as Sp
 KS = (32, 20, 8)  # k changes every step: the step must not recompile
@@ -41,12 +43,12 @@ def cfg(tiny):
 class Setup:
     def __init__(self, cfg, dataset, devices):
         self.cfg, self.dataset = cfg, dataset
-        self.mesh = Sp.make_mesh(devices)
-        self.gd = St.model_graphdef(cfg, 1)
+        self.mesh = Me.make_mesh(devices)
+        self.gd = Hy.model_graphdef(cfg, 1)
         self.step = Sp.make_train_step(cfg, self.gd, dataset, self.mesh)
 
     def init(self, **changes):
-        return St.init_state(self.cfg.replace(**changes), 1, Sp.replicated(self.mesh))
+        return St.init_state(self.cfg.replace(**changes), 1, Me.replicated(self.mesh))
 
     def run(self, state, steps=len(KS)):
         for t in range(steps):
@@ -151,4 +153,4 @@ def test_state_is_donated(setups):
 
 def test_batch_must_split_over_devices():
     with pytest.raises(ValueError, match="divisible by the number of devices"):
-        Sp.check_batch(6, Sp.make_mesh())
+        Me.check_batch(6, Me.make_mesh())
