@@ -1,4 +1,8 @@
-"""``python -m experiments [<study> [args...]]``: lists the studies, or runs one."""
+"""``python -m experiments [<study> [args...]]``: lists the studies, or runs one.
+
+Every study runs through :func:`experiments.errors.run_cli`: an expected failure prints one
+line and exits 2 (bad input) or 1 (the run failed); ``--debug`` shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                  "the flagship study: sparsify a VAE-SAE from 500 to 50 units; MIG vs dead units"),
     "revival": ("experiments.revival", "continue collapse runs at k=50 and count revived units"),
     "train": ("experiments.train", "train one model (hybrid VAE-SAE or dense VAE) and log it"),
-    "sae": ("experiments.sae", "train a standalone SAE on activation vectors (synthetic by default)"),
+    "sae": ("experiments.sae",
+            "train a standalone SAE on activation vectors (synthetic by default)"),
     "show-data": ("experiments.show_data", "draw factor sweeps of a dataset as a PNG"),
     "bench": ("experiments.bench", "throughput benchmarks, one JSON object per line"),
 }
@@ -40,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown study {name!r}; expected one of: {', '.join(studies)}",
               file=sys.stderr)
         return 2
+    from experiments.errors import run_cli
+
     module = importlib.import_module(studies[name][0])
-    return int(module.main(rest) or 0)
+    return run_cli(module.main, rest)
 
 
 if __name__ == "__main__":

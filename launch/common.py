@@ -20,9 +20,26 @@ from typing import IO, Protocol
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
+# The one definition of a safe name: what a user-given value may hold where it becomes a file
+# or directory name (a run, a SLURM job, a grid value inside a point's directory name).
+NAME_CHARS = "A-Za-z0-9._+-"
+ONLY_NAME_CHARS = re.compile(f"[{NAME_CHARS}]+\\Z")
+NON_NAME_CHARS = re.compile(f"[^{NAME_CHARS}]+")
+_NAME = re.compile(f"[A-Za-z0-9][{NAME_CHARS}]{{0,99}}\\Z")  # never '.', '..' or hidden
+NAME_RULE = "letters, digits and ._+-, starting with a letter or digit, at most 100 characters"
+
 
 class LaunchError(Exception):
     """A problem the user can fix (bad value, missing tool, failed worker): printed, exit 2."""
+
+
+def check_name(value: str, flag: str) -> str:
+    """``value`` if it is a safe file or directory name (no path traversal), else a LaunchError
+    naming the flag, the value and what is allowed."""
+    if not _NAME.match(value):
+        raise LaunchError(f"bad {flag} {value!r}; it becomes a file or directory name: "
+                          f"expected {NAME_RULE}")
+    return value
 
 
 def shell_join(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
@@ -30,7 +47,8 @@ def shell_join(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str
     prefix = []
     for key, value in (env or {}).items():
         if not _ENV_NAME.match(key):
-            raise LaunchError(f"bad environment variable name {key!r}; expected [A-Za-z_][A-Za-z0-9_]*")
+            raise LaunchError(f"bad environment variable name {key!r}; "
+                              "expected [A-Za-z_][A-Za-z0-9_]*")
         prefix.append(f"{key}={shlex.quote(str(value))}")
     return " ".join([*prefix, shlex.join([str(a) for a in argv])])
 
@@ -45,7 +63,8 @@ def shell_script(*commands: Sequence[str] | str) -> str:
 
 
 def require_executable(name: str, hint: str) -> str:
-    """The full path of ``name`` on PATH (or ``name`` itself if it is a path), else a clear error."""
+    """The full path of ``name`` on PATH (or ``name`` itself if it is a path), else a clear
+    error."""
     path = name if os.sep in name and os.access(name, os.X_OK) else shutil.which(name)
     if not path:
         raise LaunchError(f"{name!r} was not found on PATH. {hint}")
@@ -97,7 +116,8 @@ class SubprocessRunner:
         try:
             proc = subprocess.run(argv, capture_output=capture, text=True)
         except FileNotFoundError:
-            raise LaunchError(f"{argv[0]!r} was not found on PATH (needed to run: {shlex.join(argv)})")
+            raise LaunchError(f"{argv[0]!r} was not found on PATH "
+                              f"(needed to run: {shlex.join(argv)})")
         result = Completed(argv, proc.returncode, proc.stdout or "", proc.stderr or "")
         if check and proc.returncode != 0:
             detail = f"\n{result.stderr.strip()}" if result.stderr.strip() else ""
@@ -116,7 +136,8 @@ class SubprocessRunner:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1)
         except FileNotFoundError:
-            raise LaunchError(f"{argv[0]!r} was not found on PATH (needed to run: {shlex.join(argv)})")
+            raise LaunchError(f"{argv[0]!r} was not found on PATH "
+                              f"(needed to run: {shlex.join(argv)})")
         lines = []
         for line in proc.stdout:
             self.out.write(line)
@@ -144,7 +165,8 @@ class SubprocessRunner:
                     p.terminate()
                 raise LaunchError(f"{argv[0]!r} was not found on PATH")
             procs[name] = proc
-            t = threading.Thread(target=_pump, args=(proc.stdout, name, self.out, lock), daemon=True)
+            t = threading.Thread(target=_pump, args=(proc.stdout, name, self.out, lock),
+                                 daemon=True)
             t.start()
             threads.append(t)
         codes = {name: proc.wait() for name, proc in procs.items()}

@@ -26,8 +26,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from launch.common import (LaunchError, Runner, SubprocessRunner, parse_int_list, run_cli,
-                           shell_join, split_study_args)
+from launch.common import (LaunchError, Runner, SubprocessRunner, check_name, parse_int_list,
+                           run_cli, shell_join, split_study_args)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 12355
@@ -71,7 +71,8 @@ def slurm_rendezvous(env: Mapping[str, str], port: int | None) -> tuple[str, int
         raise LaunchError("node needs --coordinator HOST:PORT --num-processes N --process-id I, "
                           f"or a SLURM step (missing {', '.join(missing)}; run it under srun)")
     try:
-        job, ntasks, procid = (int(env[k]) for k in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_PROCID"))
+        job, ntasks, procid = (int(env[k])
+                               for k in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_PROCID"))
     except ValueError:
         raise LaunchError("SLURM_JOB_ID, SLURM_NTASKS and SLURM_PROCID must be integers")
     if port is None:  # the same rule as jax's SLURM detection, so both agree
@@ -126,13 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mode", choices=["local", "node", "ssh", "sbatch"])
     p.add_argument("--python", default=None,
                    help="interpreter (default: this one; for ssh/sbatch: .venv/bin/python)")
-    p.add_argument("--gpus", default=None, help="GPU ids this process may use (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--gpus", default=None,
+                   help="GPU ids this process may use (CUDA_VISIBLE_DEVICES)")
     p.add_argument("--coordinator", default=None, metavar="HOST:PORT")
     p.add_argument("--num-processes", type=int, default=None)
     p.add_argument("--process-id", type=int, default=None)
     p.add_argument("--port", type=int, default=None,
                    help=f"coordinator port (ssh default {DEFAULT_PORT}; SLURM: from the job id)")
-    p.add_argument("--hosts", default=None, help="ssh: comma-separated hosts; the first coordinates")
+    p.add_argument("--hosts", default=None,
+                   help="ssh: comma-separated hosts; the first coordinates")
     p.add_argument("--remote-dir", default="sparsejax", help="ssh: the checkout on every host")
     p.add_argument("--ssh", default="ssh", help="ssh: the ssh executable")
     p.add_argument("--nodes", type=int, default=None, help="sbatch: machines")
@@ -140,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time", default=None, help="sbatch: time limit, e.g. 24:00:00")
     p.add_argument("--partition", default=None)
     p.add_argument("--account", default=None)
-    p.add_argument("--job-name", default="sparsejax")
+    p.add_argument("--job-name", default="sparsejax",
+                   help="sbatch: the SLURM job, and its script runs/slurm/JOB_NAME.sbatch")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     return p
 
@@ -182,8 +186,9 @@ def main(argv: list[str] | None = None, runner: Runner | None = None,
         if len(set(hosts)) != len(hosts):
             raise LaunchError(f"--hosts lists a host twice: {args.hosts!r}")
         commands = ssh_commands(hosts, study, port=args.port or DEFAULT_PORT,
-                                remote_dir=args.remote_dir, python=args.python or ".venv/bin/python",
-                                ssh=args.ssh, gpus=args.gpus)
+                                remote_dir=args.remote_dir,
+                                python=args.python or ".venv/bin/python", ssh=args.ssh,
+                                gpus=args.gpus)
         codes = runner.parallel(commands)
         failed = {name: rc for name, rc in codes.items() if rc != 0}
         if failed:
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None,
     # sbatch
     if not args.nodes or args.nodes < 1:
         raise LaunchError("sbatch needs --nodes N (N >= 1)")
+    check_name(args.job_name, "--job-name")  # the script's file name: nothing outside the log dir
     log_dir = str(ROOT / "runs" / "slurm")
     script = sbatch_script(study, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                            job_name=args.job_name, time_limit=args.time,

@@ -13,10 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from launch.common import LaunchError
+from launch.common import NON_NAME_CHARS, ONLY_NAME_CHARS, LaunchError
 
 _KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9._+-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,9 @@ class Task:
 
 def _safe(value: str) -> str:
     """A value as it appears in a directory name: itself if harmless, else a readable hash."""
-    if _SAFE_VALUE.match(value) and value not in (".", ".."):
+    if ONLY_NAME_CHARS.match(value) and value not in (".", ".."):  # after 'key=': never hidden
         return value
-    readable = re.sub(r"[^A-Za-z0-9._+-]+", "_", value).strip("._")[:24] or "v"
+    readable = NON_NAME_CHARS.sub("_", value).strip("._")[:24] or "v"
     return f"{readable}~{hashlib.sha1(value.encode()).hexdigest()[:8]}"
 
 

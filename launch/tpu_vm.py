@@ -37,17 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch import catalog
-from launch.common import (LaunchError, Runner, SubprocessRunner, require_executable, run_cli,
-                           shell_script, split_study_args)
+from launch.common import (LaunchError, Runner, SubprocessRunner, check_name,
+                           require_executable, run_cli, shell_script, split_study_args)
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE_CODE = "sparsejax"            # the checkout on each worker, relative to its home
 REMOTE_RUNS = "sparsejax-runs"       # results, relative to its home
 REMOTE_TARBALL = "sparsejax-src.tar.gz"
 UV_INSTALLER = "https://astral.sh/uv/install.sh"
+MIRROR_EVERY_S = 300                 # seconds between the pushes of results to --bucket
 _NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
 _PROJECT = re.compile(r"(?:[a-z][-a-z0-9.]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]\Z")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 _BUCKET = re.compile(r"gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](?:/[^\s]*)?\Z")
 _WORKER_TAG = re.compile(r"\[launch\.worker\] process (\d+)/(\d+) on (\S+): exit (-?\d+)")
 
@@ -127,12 +127,14 @@ class Job:
     bucket: str | None = None
     python: str = ".venv/bin/python"
     add_out: bool = True                 # False: the study args verbatim (e.g. bench)
+    mirror_every_s: int = MIRROR_EVERY_S
 
     @property
     def out(self) -> str:
         return f"../{REMOTE_RUNS}/{self.run_id}"  # relative to the remote checkout
 
-    def command(self, tpu: Tpu, *, resume: bool, shard: tuple[int, int] | None = None) -> list[str]:
+    def command(self, tpu: Tpu, *, resume: bool,
+                shard: tuple[int, int] | None = None) -> list[str]:
         if not self.study:
             raise LaunchError("no study given; expected: ... -- STUDY [ARGS]")
         name, args = self.study[0], list(self.study[1:])
@@ -155,7 +157,8 @@ class Job:
 def setup_script(ref: str | None, repo: str | None, jax_version: str) -> str:
     if ref:
         fetch_code = shell_script(["rm", "-rf", REMOTE_CODE],
-                                  ["git", "clone", "--depth", "1", "--branch", ref, repo, REMOTE_CODE])
+                                  ["git", "clone", "--depth", "1", "--branch", ref, repo,
+                                   REMOTE_CODE])
     else:
         fetch_code = shell_script(["mkdir", "-p", REMOTE_CODE],
                                   ["tar", "-xzf", REMOTE_TARBALL, "-C", REMOTE_CODE],
@@ -171,7 +174,16 @@ def setup_script(ref: str | None, repo: str | None, jax_version: str) -> str:
 
 
 def run_script(command: Sequence[str], job: Job) -> str:
-    """The remote shell text: cd, optional restore and periodic mirror, the command, exit code."""
+    """The remote shell text: cd, optional restore and periodic mirror, the command, exit code.
+
+    The mirror is a background subshell that pushes every ``mirror_every_s`` seconds. It sleeps
+    one second at a time in a background ``sleep`` that it ``wait``s for, so the TERM that stops
+    it ends it within a second (at once where the shell's ``wait`` is interrupted, as it should
+    be; dash can miss a signal that comes just before) and its trap kills that ``sleep``:
+    nothing of the mirror outlives the run (a leftover ``sleep`` held the ssh session open for
+    minutes). A TERM during a push lets the push finish, and the run waits for the mirror, so
+    its last push never overlaps the final one. Its output goes to /dev/null regardless.
+    """
     out = job.out
     steps = ['export PATH="$HOME/.local/bin:$PATH"',
              f"cd {shlex.quote(REMOTE_CODE)} || exit 1",
@@ -179,11 +191,21 @@ def run_script(command: Sequence[str], job: Job) -> str:
     if job.bucket:
         dest = f"{job.bucket.rstrip('/')}/{job.run_id}"
         push = shlex.join(["gcloud", "storage", "rsync", "--recursive", out, dest])
+        mirror = "; ".join([
+            "stop=; nap=; slept=0",
+            """trap 'stop=1; [ -z "$nap" ] || kill "$nap" 2>/dev/null' TERM""",
+            'while [ -z "$stop" ]; do sleep 1 & nap=$!',
+            '[ -z "$stop" ] || kill "$nap"',  # a TERM that came before nap was set
+            'wait "$nap" || { stop=1; wait "$nap"; }',
+            "nap=; slept=$((slept + 1))",
+            f'[ -n "$stop" ] || [ "$slept" -lt {int(job.mirror_every_s)} ] || '
+            f"{{ slept=0; {push}; }}",
+            "done"])
         steps += [f"{shlex.join(['gcloud', 'storage', 'rsync', '--recursive', dest, out])} "
                   "2>/dev/null || true",
-                  f"( while sleep 300; do {push} >/dev/null 2>&1; done ) & mirror=$!",
+                  f"( {mirror} ) >/dev/null 2>&1 </dev/null & mirror=$!",
                   f"{shlex.join(command)}; rc=$?",
-                  'kill "$mirror"',
+                  'kill "$mirror" 2>/dev/null; wait "$mirror"',
                   push,
                   'exit "$rc"']
     else:
@@ -233,7 +255,8 @@ class Flow:
 
     def wait_ready(self, timeout_s: float = 24 * 3600) -> None:
         if self.runner.dry_run:
-            self.runner.note(f"(repeated every {self.poll_s:.0f} s until the state is READY/ACTIVE)")
+            self.runner.note(f"(repeated every {self.poll_s:.0f} s until the state is "
+                             "READY/ACTIVE)")
             self.runner.run(self.tpu.describe_argv(), capture=True, check=False)
             return
         start = time.time()
@@ -248,7 +271,8 @@ class Flow:
     def setup(self) -> None:
         if self.ref:
             if not self.repo:
-                raise LaunchError("--ref needs --repo URL (the git repository to clone on the workers)")
+                raise LaunchError("--ref needs --repo URL (the git repository to clone on the "
+                                  "workers)")
         else:
             tarball = ROOT / "runs" / "launch" / f"{self.tpu.name}-src.tar.gz"
             if not self.runner.dry_run:
@@ -278,9 +302,10 @@ class Flow:
             codes = self.runner.parallel(commands)
             bad = {name: rc for name, rc in codes.items() if rc != 0}
             if bad:
-                self.runner.note("sweep failed on " + ", ".join(f"{n} (exit {rc})" for n, rc in bad.items())
-                                 + f"; see its log under ~/{REMOTE_RUNS}/{job.run_id}/.sweep/logs/ "
-                                 "on that worker, then run again: finished points are skipped")
+                failed = ", ".join(f"{n} (exit {rc})" for n, rc in bad.items())
+                self.runner.note(f"sweep failed on {failed}; see its log under "
+                                 f"~/{REMOTE_RUNS}/{job.run_id}/.sweep/logs/ on that worker, "
+                                 "then run again: finished points are skipped")
                 return max(bad.values(), key=abs) or 1
             return 0
         script = run_script(job.command(self.tpu, resume=resume), job)
@@ -526,9 +551,7 @@ def flow_from_args(args: argparse.Namespace, study: list[str], runner: Runner) -
     catalog.check_zone(args.zone, tpu_type, allow_unknown=args.allow_unknown)
     if args.bucket is not None and not _BUCKET.match(args.bucket):
         raise LaunchError(f"bad --bucket {args.bucket!r}; expected gs://BUCKET[/PREFIX]")
-    run_id = args.run_id or args.name
-    if not _RUN_ID.match(run_id):
-        raise LaunchError(f"bad --run-id {run_id!r}; expected letters, digits, '.', '_', '-'")
+    run_id = check_name(args.run_id or args.name, "--run-id")  # a directory here and remotely
     if args.grid:
         from launch.grid import parse_grid  # same checks as the sweep on the worker
         parse_grid(args.grid)
@@ -569,7 +592,8 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
                            "(https://cloud.google.com/sdk/docs/install), run `gcloud init`, "
                            "or pass --gcloud PATH.")
     if args.action in ("run", "up", "watch") and not flow.job.study:
-        raise LaunchError(f"{args.action} needs the study after --, e.g. -- collapse --preset paper")
+        raise LaunchError(f"{args.action} needs the study after --, e.g. -- collapse "
+                          "--preset paper")
     if args.action == "create":
         flow.create()
     elif args.action == "setup":

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     own, study = split_study_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
     if not study:
-        raise LaunchError("no study given; expected: python -m launch.worker [flags] -- STUDY [ARGS]")
+        raise LaunchError("no study given; expected: python -m launch.worker [flags] -- STUDY "
+                          "[ARGS]")
     kwargs = distributed_kwargs(args)
     tag = "process 0/1"
     rc = 1

@@ -81,6 +81,13 @@ def get_dataset(name: str, source: str = "auto", data_dir: str | os.PathLike | N
     spec = _spec(name)
     if source not in SOURCE_CHOICES:
         raise ValueError(f"unknown source {source!r}: expected one of {list(SOURCE_CHOICES)}")
+    root = resolve_data_dir(data_dir)
+    if root is not None and not root.exists() and source != "procedural":
+        # a typo must not fall back silently to the procedural renderer
+        given = "data_dir" if data_dir is not None else f"${DATA_DIR_ENV}"
+        raise FileNotFoundError(f"{given} {root} does not exist: expected the directory (or "
+                                f"file) holding the real {name} data, or no data dir for "
+                                "the procedural renderer")
     if source == "auto":
         from sparsejax.data import tfds_source
 

@@ -12,5 +12,5 @@ from sparsejax.models.vae import (METHODS, PLACEMENTS, SPARSE_METHODS, VAE, VAEO
                                   total_loss)
 
 __all__ = ["CONV_IMPLS", "METHODS", "PLACEMENTS", "SPARSE_METHODS", "VAE", "Conv",
-           "ConvTranspose", "Decoder", "Encoder", "ReLU", "SparseLayer", "SparseOut", "TopK", "VAEOutputs", "loss_terms",
-           "make_sparsifier", "resolve_conv_impl", "total_loss"]
+           "ConvTranspose", "Decoder", "Encoder", "ReLU", "SparseLayer", "SparseOut", "TopK",
+           "VAEOutputs", "loss_terms", "make_sparsifier", "resolve_conv_impl", "total_loss"]

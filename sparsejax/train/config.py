@@ -39,13 +39,24 @@ from sparsejax.train.seeds import SEED_MAPS
 #              share one compiled step within a process);
 #   "nothing": neither (the run's length, logging, where files are): may change on resume.
 AFFECTS = ("program", "numbers", "nothing")
+FLOAT32_MAX = 3.4028234663852886e38
 
 
-def option(default: Any = dataclasses.MISSING, *, affects: str = "program", **kwargs):
-    """A dataclass field whose metadata says what it affects (one of :data:`AFFECTS`)."""
+def option(default: Any = dataclasses.MISSING, *, affects: str = "program",
+           resumable: bool | None = None, **kwargs):
+    """A dataclass field whose metadata says what it affects (one of :data:`AFFECTS`) and
+    whether a resumed run may change it (default: when it affects nothing; a field such as
+    the learning rate changes the numbers from then on, and a user may mean that)."""
     if affects not in AFFECTS:
         raise ValueError(f"affects={affects!r}: expected one of {AFFECTS}")
-    return dataclasses.field(default=default, metadata={"affects": affects}, **kwargs)
+    resumable = affects == "nothing" if resumable is None else resumable
+    return dataclasses.field(default=default,
+                             metadata={"affects": affects, "resumable": resumable}, **kwargs)
+
+
+def resumable_fields(cls) -> tuple[str, ...]:
+    """Names of the fields of dataclass ``cls`` that a resumed run may change."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable"))
 
 
 def fields_affecting(cls, *kinds: str) -> tuple[str, ...]:
@@ -84,7 +95,8 @@ class TrainConfig:
     topk_impl: str = "auto"
     conv_impl: str = "auto"
     seed_map: str = "auto"  # how S seeds share the program: vmap | unroll (auto: unroll on CPU)
-    learning_rate: float = 1e-4
+    # may change on resume (e.g. lower after a divergence): the numbers differ from then on
+    learning_rate: float = option(1e-4, resumable=True)
     batch_size: int = 64
     epochs: int = option(50, affects="nothing")
     steps_per_epoch: int | None = option(None, affects="numbers")  # None: one pass over the grid
@@ -115,6 +127,9 @@ class TrainConfig:
         for name in ("beta", "sae_weight"):
             _check_float(name, getattr(self, name), low=0.0)
         _check_float("learning_rate", self.learning_rate, low=0.0, strict=True)
+        if self.learning_rate > FLOAT32_MAX:
+            raise ConfigError(f"learning_rate = {self.learning_rate} overflows float32 (the "
+                              f"parameters' dtype): expected at most {FLOAT32_MAX:.3g}")
         if not isinstance(self.schedule, KSchedule):
             raise ConfigError(f"schedule must be a KSchedule, got {type(self.schedule).__name__}")
         if not isinstance(self.controller, L1Controller):

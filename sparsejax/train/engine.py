@@ -84,39 +84,45 @@ def gradient_step(model: Model, tx: optax.GradientTransformation, params, opt_st
 
 
 # --------------------------------------------------------------------------- the driver
-class Trainer(Protocol):
-    """What a model's training supplies to :func:`run_epochs`.
+class Trainer:
+    """What a model's training supplies to :func:`run_epochs` (subclass it).
 
-    Attributes:
-      epochs: epochs of the whole run.
-      steps_per_epoch: steps of one epoch.
-      log_every: steps between metric fetches (and the epoch's last step).
-      run_names: one label per model trained together (``"seed 0"``, ...), for errors.
+    Subclasses set ``epochs``, ``steps_per_epoch``, ``log_every`` (steps between metric
+    fetches; the epoch's last step is always fetched), ``run_names`` (one label per model
+    trained together, for errors), ``config`` (the JSON-ready config stored with every
+    checkpoint and checked on resume) and ``step_count`` (the host copy of the global step,
+    which numbers checkpoints: ``step`` advances it), and implement :meth:`step` and
+    :meth:`log`. The state must have a ``bad_step`` leaf (per run, the first step whose
+    loss was non-finite, -1 if none).
     """
 
     epochs: int
     steps_per_epoch: int
     log_every: int
     run_names: Sequence[str]
+    config: dict
+    step_count: int
 
     def step(self, state, epoch: int, step_in_epoch: int) -> tuple[Any, dict]:
         """One dispatched step: ``(state, metrics)``; metrics on the device, with a
-        ``bad_step`` entry (per run: the first step with a non-finite loss, -1 if none)."""
+        ``bad_step`` entry."""
+        raise NotImplementedError
 
     def log(self, done: int, epoch: int, metrics: dict) -> str:
         """Metrics of a log point, on the host: write them, return the progress text."""
-
-    def bad_steps(self, state) -> np.ndarray:
-        """Per run, the first step whose loss was non-finite (-1: none); syncs the device."""
-
-    def global_step(self, state) -> int:
-        """The step count the checkpoint is numbered by."""
+        raise NotImplementedError
 
     def end_epoch(self, state, epoch: int, timing: EpochTiming) -> tuple[Any, Any]:
         """Evaluate and log a finished epoch: ``(state for the next epoch, records)``."""
+        return state, None
+
+    def bad_steps(self, state) -> np.ndarray:
+        """Per run, the first step whose loss was non-finite (-1: none); syncs the device."""
+        return np.asarray(jax.device_get(state.bad_step))
 
     def meta(self, epoch: int, step_in_epoch: int) -> dict:
         """The JSON metadata saved beside a checkpoint at this position."""
+        return {"epoch": epoch, "step_in_epoch": step_in_epoch, "config": self.config}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +157,7 @@ def run_epochs(trainer: Trainer, state, ckpt: Checkpointer, progress: Progress, 
                 if stop.is_set():
                     delayed.flush()
                     raise_if_diverged(trainer.bad_steps(state), trainer.run_names, ckpt)
-                    ckpt.save(trainer.global_step(state), state,
-                              trainer.meta(epoch, step_in_epoch))
+                    ckpt.save(trainer.step_count, state, trainer.meta(epoch, step_in_epoch))
                     ckpt.wait()
                     progress.message(f"interrupted at epoch {epoch} step {step_in_epoch}/{steps}"
                                      f"; saved checkpoint {ckpt.latest_step()} in "
@@ -163,7 +168,7 @@ def run_epochs(trainer: Trainer, state, ckpt: Checkpointer, progress: Progress, 
             timing = EpochTiming(step_in_epoch - first, time.perf_counter() - started, started)
             state, records = trainer.end_epoch(state, epoch, timing)
             epoch, step_in_epoch = epoch + 1, 0
-            ckpt.save(trainer.global_step(state), state, trainer.meta(epoch, 0))
+            ckpt.save(trainer.step_count, state, trainer.meta(epoch, 0))
             progress.reset_rate()
             if on_epoch is not None:
                 on_epoch(records)
@@ -277,4 +282,6 @@ def check_resumable(saved: Mapping[str, Any], new: Mapping[str, Any],
     diff = [n for n in names if n not in free and saved.get(n) != new.get(n)]
     if diff:
         detail = ", ".join(f"{n}: saved {saved.get(n)!r} vs now {new.get(n)!r}" for n in diff)
-        raise ConfigError(f"cannot resume: the config differs from the saved run in {detail}")
+        may = f"; only {', '.join(sorted(free))} may change on resume" if free else ""
+        raise ConfigError(f"cannot resume: the config differs from the saved run in {detail}"
+                          f"{may}")

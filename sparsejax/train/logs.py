@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsejax.atomic_io import write_atomic
+from sparsejax.atomic_io import RunFileError, write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -34,15 +34,24 @@ class MetricsLog:
             self._tb = {s: SummaryWriter(str(Path(out_dir) / "tb" / f"seed_{s}")) for s in seeds}
 
     def records(self) -> list[dict]:
-        """All records in the file (a torn last line from a crash is skipped)."""
+        """All records in the file (a torn last line from a crash is skipped; any other
+        unreadable line raises :class:`RunFileError`)."""
         return read_records(self.path)
 
     def truncate(self, keep: Callable[[dict], bool]) -> None:
         """Keep only the records for which ``keep(record)`` holds (a resumed run drops what
-        came after its checkpoint and writes it again)."""
-        if not self.writer:
+        came after its checkpoint and writes it again). A damaged log raises
+        :class:`RunFileError` and is left as it is; a torn last line is kept aside in
+        ``metrics.jsonl.torn``."""
+        if not self.writer or not self.path.exists():
             return
         kept = [r for r in self.records() if keep(r)]
+        text = self.path.read_text()
+        if text and not text.endswith("\n"):
+            torn = text[text.rfind("\n") + 1:]
+            write_atomic(self.path.with_name(self.path.name + ".torn"), torn)
+            print(f"[sparsejax] {self.path}: its last line was cut short by a crash; kept "
+                  f"aside in {self.path.name}.torn", file=sys.stderr)
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, records: Sequence[dict]) -> None:
@@ -88,15 +97,35 @@ class MetricsLog:
 
 
 def read_records(path: str | Path) -> list[dict]:
+    """The JSON records of a ``metrics.jsonl`` (none if the file does not exist).
+
+    Only a torn last line (no newline: the write a crash cut short) is skipped; any other
+    line that is not a JSON object raises :class:`RunFileError` naming the file and line,
+    so that a damaged log is never read, or rewritten, as if it were whole.
+    """
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunFileError(f"cannot read {path}: {e}") from None
+    lines = text.split("\n")  # a whole file ends in "\n": its last piece is empty
     out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+    for i, line in enumerate(lines):
+        if not line.strip():
             continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines) - 1:  # torn last line, written by a process that died
+                continue
+            raise RunFileError(
+                f"{path} line {i + 1} is not a JSON record ({e}); the run's log is damaged. "
+                "Restore it from a copy, or move the run directory aside and start again")
+        out.append(rec)
     return out
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,13 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sparsejax.atomic_io import write_atomic
+from sparsejax.atomic_io import read_json, write_atomic
 from sparsejax.data import SPECS, FactorDataset, get_dataset
+from sparsejax.dir_lock import DirLock
 from sparsejax.metrics.dead_units import tau_key
 from sparsejax.train import config as config_lib
 from sparsejax.train.checkpoint import Checkpointer
 from sparsejax.train.config import TrainConfig
-from sparsejax.train.engine import (CHECKPOINT_DIR, EpochTiming, check_resumable,
+from sparsejax.train.engine import (CHECKPOINT_DIR, EpochTiming, Trainer, check_resumable,
                                     refuse_existing_run, run_epochs)
 from sparsejax.train.errors import ConfigError
 from sparsejax.train.evaluate import EvalResult, RunEval, default_metrics, make_evaluator
@@ -105,30 +105,38 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         check_batch(cfg.batch_size, mesh)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    refuse_existing_run(out, resume)
-    ds = dataset if dataset is not None else get_dataset(cfg.dataset, cfg.source, cfg.data_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = Checkpointer(out / CHECKPOINT_DIR, keep=cfg.keep_checkpoints)
-    log = MetricsLog(out, cfg.seeds, tensorboard=tensorboard)
-    try:
-        state, epoch, step_in_epoch = _restore_or_init(cfg, ds, mesh, ckpt, resume, init_from)
-        # drop records past the checkpoint (or of a run killed before one)
-        log.truncate(lambda r: r["epoch"] < epoch)
-        if jax.process_index() == 0:
-            write_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
-        trainer = HybridTrainer(cfg, ds, mesh, log, metrics_fn, state)
-        progress = Progress(cfg.epochs * trainer.steps_per_epoch,
-                            epoch * trainer.steps_per_epoch + step_in_epoch,
-                            cfg.batch_size * cfg.num_seeds, tty=progress_tty)
-        trainer.progress = progress
-        state, status = run_epochs(trainer, state, ckpt, progress, epoch=epoch,
-                                   step_in_epoch=step_in_epoch, on_epoch=on_epoch)
-        progress.close()
-        ckpt.wait()
-        return TrainResult(cfg, log.records(), state, trainer.graphdef, status, out)
-    finally:
-        log.close()
-        ckpt.close()
+    with DirLock(out, enabled=jax.process_index() == 0):
+        refuse_existing_run(out, resume)
+        ds = dataset if dataset is not None else get_dataset(cfg.dataset, cfg.source,
+                                                              cfg.data_dir)
+        ckpt = Checkpointer(out / CHECKPOINT_DIR, keep=cfg.keep_checkpoints)
+        log = MetricsLog(out, cfg.seeds, tensorboard=tensorboard)
+        try:
+            return _train_in(cfg, ds, mesh, out, ckpt, log, resume, init_from, metrics_fn,
+                             on_epoch, progress_tty)
+        finally:
+            log.close()
+            ckpt.close()
+
+
+def _train_in(cfg: TrainConfig, ds: FactorDataset, mesh, out: Path, ckpt: Checkpointer,
+              log: MetricsLog, resume: bool, init_from, metrics_fn, on_epoch,
+              progress_tty) -> TrainResult:
+    """The run itself, in a locked directory with its checkpointer and log open."""
+    state, epoch, step_in_epoch = _restore_or_init(cfg, ds, mesh, ckpt, resume, init_from)
+    # drop records past the checkpoint (or of a run killed before one)
+    log.truncate(lambda r: r["epoch"] < epoch)
+    if jax.process_index() == 0:
+        write_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
+    trainer = HybridTrainer(cfg, ds, mesh, log, metrics_fn, state)
+    progress = Progress(cfg.epochs * trainer.steps_per_epoch,
+                        epoch * trainer.steps_per_epoch + step_in_epoch,
+                        cfg.batch_size * cfg.num_seeds, tty=progress_tty)
+    trainer.progress = progress
+    state, status = run_epochs(trainer, state, ckpt, progress, epoch=epoch,
+                               step_in_epoch=step_in_epoch, on_epoch=on_epoch)
+    progress.close()
+    return TrainResult(cfg, log.records(), state, trainer.graphdef, status, out)
 
 
 def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpointer,
@@ -140,17 +148,17 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
     rep = replicated(mesh)
     if resume and ckpt.latest_step() is not None:
         check_resumable(ckpt.metadata()["config"], config_lib.to_dict(cfg),
-                        free=config_lib.fields_affecting(TrainConfig, "nothing"))
+                        free=config_lib.resumable_fields(TrainConfig))
         state, meta = ckpt.restore(abstract_state(cfg, channels, rep))
         return state, int(meta["epoch"]), int(meta["step_in_epoch"])
     if init_from is not None:
-        with Checkpointer(Path(init_from) / CHECKPOINT_DIR) as src:
+        with Checkpointer(Path(init_from) / CHECKPOINT_DIR, create=False) as src:
             state, _ = src.restore(abstract_state(cfg, channels, rep))
         return jax.jit(start_epoch, out_shardings=rep)(state), 0, 0
     return init_state(cfg, channels, rep), 0, 0
 
 
-class HybridTrainer:
+class HybridTrainer(Trainer):
     """The hybrid's side of :func:`sparsejax.train.engine.run_epochs`: its step (device- or
     host-fed), its log points, and its end of epoch (evaluation, records, reset)."""
 
@@ -160,11 +168,12 @@ class HybridTrainer:
         self.epochs, self.log_every = cfg.epochs, cfg.log_every
         self.steps_per_epoch = cfg.resolved_steps_per_epoch(len(ds))
         self.run_names = [f"seed {s}" for s in cfg.seeds]
+        self.config = config_lib.to_dict(cfg)
         self.graphdef = model_graphdef(cfg, ds.observation_shape[-1])
         self.step_fn, self.evaluate, self.reset = _compiled(cfg, ds, mesh)
         self.progress: Progress | None = None
         self._k: tuple[int, jax.Array] | None = None  # (epoch, k of that epoch on device)
-        self._step = int(jax.device_get(state.step)[0])  # host copy of the global step
+        self.step_count = int(jax.device_get(state.step)[0])  # host copy of the global step
         self._key_data = None if ds.on_device else np.asarray(jax.device_get(state.key))
         self._images = batch_sharding(mesh, seed_axis=True)
 
@@ -178,27 +187,17 @@ class HybridTrainer:
         if self.ds.on_device:
             state, metrics = self.step_fn(state, k)
         else:  # file/TFDS data: the same (seed, step) batch, read on the host
-            images = global_array(host_batch(self.ds, self._key_data, self._step,
+            images = global_array(host_batch(self.ds, self._key_data, self.step_count,
                                              self.cfg.batch_size), self._images)
             state, metrics = self.step_fn(state, k, images)
-        self._step += 1
+        self.step_count += 1
         return state, metrics
 
     def log(self, done: int, epoch: int, metrics: dict) -> str:
         self.metrics_log.step_scalars(self.cfg.seeds, done,
-                              {n: metrics[n] for n in (*LOSS_TERMS, "l1_coef")})
+                                      {n: metrics[n] for n in (*LOSS_TERMS, "l1_coef")})
         return (f"epoch {epoch + 1}/{self.epochs} loss {float(np.mean(metrics['loss'])):.3f} "
                 f"k {self.k(epoch)} L0 {float(np.mean(metrics['l0'])):.1f}")
-
-    def bad_steps(self, state: TrainState) -> np.ndarray:
-        return np.asarray(jax.device_get(state.bad_step))
-
-    def global_step(self, state: TrainState) -> int:
-        return self._step
-
-    def meta(self, epoch: int, step_in_epoch: int) -> dict:
-        return {"epoch": epoch, "step_in_epoch": step_in_epoch,
-                "config": config_lib.to_dict(self.cfg)}
 
     def end_epoch(self, state: TrainState, epoch: int, timing: EpochTiming):
         k = self.k(epoch)
@@ -300,11 +299,11 @@ def _epoch_line(records: list[dict]) -> str:
 def load_run(out_dir: str | Path, *, devices=None) -> TrainResult:
     """The newest checkpoint of a run directory as a :class:`TrainResult` (no training)."""
     out = Path(out_dir)
-    cfg = config_lib.from_dict(json.loads((out / CONFIG_FILE).read_text()))
+    cfg = config_lib.from_dict(read_json(out / CONFIG_FILE, "run config"))
     channels = SPECS[cfg.dataset].observation_shape[-1]
     mesh = make_mesh(devices)
     rep = replicated(mesh)
-    with Checkpointer(out / CHECKPOINT_DIR) as ckpt:
+    with Checkpointer(out / CHECKPOINT_DIR, create=False) as ckpt:
         state, _ = ckpt.restore(abstract_state(cfg, channels, rep))
     return TrainResult(cfg, MetricsLog(out, (), tensorboard=False).records(), state,
                        model_graphdef(cfg, channels), "done", out)

@@ -34,12 +34,13 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from sparsejax.dir_lock import DirLock
 from sparsejax.models import sae
 from sparsejax.sparsity import remedies
 from sparsejax.train.checkpoint import Checkpointer
-from sparsejax.train.config import fields_affecting, option
-from sparsejax.train.engine import (CHECKPOINT_DIR, EpochTiming, check_resumable,
-                                    gradient_step, refuse_existing_run, run_epochs)
+from sparsejax.train.config import option, resumable_fields
+from sparsejax.train.engine import (CHECKPOINT_DIR, Trainer, check_resumable, gradient_step,
+                                    refuse_existing_run, run_epochs)
 from sparsejax.train.errors import ConfigError
 from sparsejax.train.logs import MetricsLog, Progress
 from sparsejax.train.mesh import DATA_AXIS, check_batch, global_array, make_mesh, replicated
@@ -66,7 +67,7 @@ class SAETrainConfig:
     """
 
     batch_size: int = 4096
-    lr: float = 4e-4
+    lr: float = option(4e-4, resumable=True)
     epochs: int = option(1, affects="nothing")
     dead_after: int = 200
     resample_every: int = 0
@@ -235,7 +236,7 @@ class SAEResult(NamedTuple):
     start_step: int
 
 
-class SAETrainer:
+class SAETrainer(Trainer):
     """The SAE's side of :func:`sparsejax.train.engine.run_epochs`: shuffled host batches
     (each epoch's order depends only on (seed, epoch)), resampling, metric records."""
 
@@ -250,7 +251,7 @@ class SAETrainer:
         self.k = jax.device_put(jnp.int32(k), replicated(mesh))
         self.rows, self.rep = NamedSharding(mesh, P(DATA_AXIS, None)), replicated(mesh)
         self.key = jax.random.key(tcfg.seed + 1)  # folded with the step: resumable
-        self._step = step  # host copy of the global step
+        self.step_count = step  # host copy of the global step
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, its permutation)
 
     def step(self, state: SAEState, epoch: int, step_in_epoch: int):
@@ -261,10 +262,10 @@ class SAETrainer:
         idx = np.sort(self._order[1][step_in_epoch * b:(step_in_epoch + 1) * b])
         x_BxD = self.acts[idx]
         state, metrics = self.step_fn(state, global_array(x_BxD, self.rows), self.k)
-        self._step += 1
-        if self.resample_fn is not None and self._step % self.tcfg.resample_every == 0:
+        self.step_count += 1
+        if self.resample_fn is not None and self.step_count % self.tcfg.resample_every == 0:
             state = self.resample_fn(state, global_array(x_BxD, self.rep),
-                                     jax.random.fold_in(self.key, self._step))
+                                     jax.random.fold_in(self.key, self.step_count))
         return state, metrics
 
     def log(self, done: int, epoch: int, metrics: dict) -> str:
@@ -273,17 +274,6 @@ class SAETrainer:
         return (f"epoch {epoch + 1}/{self.epochs} fvu {m['fvu']:.4f} L0 {m['l0']:.1f} "
                 f"dead {m['dead_fraction']:.3f}")
 
-    def bad_steps(self, state: SAEState) -> np.ndarray:
-        return np.asarray(jax.device_get(state.bad_step))
-
-    def global_step(self, state: SAEState) -> int:
-        return self._step
-
-    def meta(self, epoch: int, step_in_epoch: int) -> dict:
-        return {"epoch": epoch, "step_in_epoch": step_in_epoch, "config": self.config}
-
-    def end_epoch(self, state: SAEState, epoch: int, timing: EpochTiming):
-        return state, None
 
 
 def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, out_dir: str | Path, *,
@@ -297,7 +287,7 @@ def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, out_dir: s
     end). ``resume`` continues from the newest checkpoint and reproduces the uninterrupted
     run; ``config`` (default: the SAE and training configs) is stored with each checkpoint
     and checked on resume, where only the fields ``free`` (default: those of
-    :class:`SAETrainConfig` that affect nothing, e.g. ``epochs``) may differ.
+    :class:`SAETrainConfig` marked resumable: ``epochs``, ``log_every``, ``lr``) may differ.
 
     Raises ``ValueError`` for inputs that do not fit, :class:`TrainingDiverged` naming the
     step when the loss stops being finite.
@@ -313,40 +303,40 @@ def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, out_dir: s
                          f"({tcfg.batch_size})")
     if config is None:
         config = {"sae": dataclasses.asdict(cfg), **dataclasses.asdict(tcfg)}
-        free = fields_affecting(SAETrainConfig, "nothing")
+        free = resumable_fields(SAETrainConfig)
     config = dict(config)
     out = Path(out_dir)
-    refuse_existing_run(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    rep = replicated(mesh)
-    ckpt = Checkpointer(out / CHECKPOINT_DIR)
-    log = MetricsLog(out, (tcfg.seed,), tensorboard=False)
-    try:
-        epoch = step_in_epoch = 0
-        if resume and ckpt.latest_step() is not None:
-            check_resumable(ckpt.metadata()["config"], config, free or ())
-            abstract = jax.eval_shape(lambda: init_state(jax.random.key(0), cfg, tcfg))
-            state, meta = ckpt.restore(jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract))
-            epoch, step_in_epoch = int(meta["epoch"]), int(meta["step_in_epoch"])
-        else:  # b_dec starts at the data mean (of a sample), as in SAE practice
-            rng = np.random.default_rng(tcfg.seed)
-            sample = rng.choice(acts.shape[0], min(acts.shape[0], 65536), replace=False)
-            state = jax.device_put(init_state(jax.random.key(tcfg.seed), cfg, tcfg,
-                                              jnp.asarray(acts[sample].mean(0))), rep)
-        start = epoch * steps_per_epoch + step_in_epoch
-        log.truncate(lambda r: r["step"] <= start)
-        trainer = SAETrainer(acts, cfg, tcfg, mesh, log, cfg.k if k is None else k, start,
-                             config)
-        bar = Progress(tcfg.epochs * steps_per_epoch, start, tcfg.batch_size, unit="vec",
-                       desc="sae", enabled=progress)
-        state, status = run_epochs(trainer, state, ckpt, bar, epoch=epoch,
-                                   step_in_epoch=step_in_epoch)
-        bar.close()
-        records = log.records()
-        history = History([r["step"] for r in records],
-                          [{n: r[n] for n in METRIC_NAMES} for r in records])
-        return SAEResult(state, history, status, start)
-    finally:
-        log.close()
-        ckpt.close()
+    with DirLock(out, enabled=jax.process_index() == 0):
+        refuse_existing_run(out, resume)
+        rep = replicated(mesh)
+        ckpt = Checkpointer(out / CHECKPOINT_DIR)
+        log = MetricsLog(out, (tcfg.seed,), tensorboard=False)
+        try:
+            epoch = step_in_epoch = 0
+            if resume and ckpt.latest_step() is not None:
+                check_resumable(ckpt.metadata()["config"], config, free or ())
+                abstract = jax.eval_shape(lambda: init_state(jax.random.key(0), cfg, tcfg))
+                state, meta = ckpt.restore(jax.tree.map(
+                    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract))
+                epoch, step_in_epoch = int(meta["epoch"]), int(meta["step_in_epoch"])
+            else:  # b_dec starts at the data mean (of a sample), as in SAE practice
+                rng = np.random.default_rng(tcfg.seed)
+                sample = rng.choice(acts.shape[0], min(acts.shape[0], 65536), replace=False)
+                state = jax.device_put(init_state(jax.random.key(tcfg.seed), cfg, tcfg,
+                                                  jnp.asarray(acts[sample].mean(0))), rep)
+            start = epoch * steps_per_epoch + step_in_epoch
+            log.truncate(lambda r: r["step"] <= start)
+            trainer = SAETrainer(acts, cfg, tcfg, mesh, log, cfg.k if k is None else k, start,
+                                 config)
+            bar = Progress(tcfg.epochs * steps_per_epoch, start, tcfg.batch_size, unit="vec",
+                           desc="sae", enabled=progress)
+            state, status = run_epochs(trainer, state, ckpt, bar, epoch=epoch,
+                                       step_in_epoch=step_in_epoch)
+            bar.close()
+            records = log.records()
+            history = History([r["step"] for r in records],
+                              [{n: r[n] for n in METRIC_NAMES} for r in records])
+            return SAEResult(state, history, status, start)
+        finally:
+            log.close()
+            ckpt.close()

@@ -300,3 +300,10 @@ def test_auto_falls_back_to_procedural_and_says_so(tmp_path, capsys, monkeypatch
     ds = get_dataset("shapes3d", data_dir=tmp_path)
     assert ds.source == "procedural" and ds.on_device
     assert "shapes3d: using the procedural source" in capsys.readouterr().out
+
+
+def test_a_data_dir_that_does_not_exist_is_refused_not_replaced_by_procedural(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data_dir .*typo does not exist"):
+        get_dataset("dsprites", source="auto", data_dir=tmp_path / "typo")
+    assert get_dataset("dsprites", source="procedural", data_dir=tmp_path / "typo").source \
+        == "procedural"

@@ -1,18 +1,22 @@
 """The exact gcloud, ssh and SLURM commands the launch scripts run, their quoting, and their
 errors: missing gcloud, unknown zone or type, a failed worker."""
 
+import contextlib
 import os
 import shlex
+import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from launch import catalog, gpu, tpu_vm
-from launch.common import LaunchError, SubprocessRunner, run_cli
-from launch.tpu_vm import Job, Tpu, report_workers, run_script
+from launch.common import Completed, LaunchError, SubprocessRunner, run_cli
+from launch.tpu_vm import REMOTE_CODE, Job, Tpu, report_workers, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIL = "x; touch pwned; $(touch pwned2) `touch pwned3` 'q\""
@@ -245,7 +249,8 @@ def test_failed_worker_is_named(tmp_path):
 
 def test_report_workers_names_silent_workers():
     notes = []
-    assert report_workers(255, ["[launch.worker] process 0/4 on h0: exit 0"], 4, notes.append) == 255
+    assert report_workers(255, ["[launch.worker] process 0/4 on h0: exit 0"], 4,
+                          notes.append) == 255
     assert "3 of 4 worker(s) ended without the study's exit line" in notes[0]
     assert report_workers(0, [f"[launch.worker] process {i}/2 on h{i}: exit 0" for i in range(2)],
                           2, notes.append) == 0
@@ -361,5 +366,173 @@ def test_run_script_without_bucket_is_plain():
     tpu = Tpu("t", "us-central2-b", catalog.tpu_type("v4-8"), "v")
     job = Job(("collapse",), "r")
     assert run_script(job.command(tpu, resume=False), job) == (
-        'export PATH="$HOME/.local/bin:$PATH"; cd sparsejax || exit 1; mkdir -p ../sparsejax-runs/r; '
+        'export PATH="$HOME/.local/bin:$PATH"; cd sparsejax || exit 1; '
+        "mkdir -p ../sparsejax-runs/r; "
         ".venv/bin/python -m launch.worker -- collapse --out ../sparsejax-runs/r")
+
+
+# --------------------------------------------------------------------------- names become paths
+
+class RecordingRunner(SubprocessRunner):
+    """Runs nothing (not even in a real run): records the commands."""
+
+    def __init__(self):
+        super().__init__()
+        self.commands = []
+
+    def run(self, argv, *, capture=False, check=True, what=None):
+        self.commands.append([str(a) for a in argv])
+        return Completed([str(a) for a in argv], 0)
+
+
+@pytest.mark.parametrize("name", ["../../x", "../x", "a/b", "{tmp}/abs", ".hidden", "..", ".", "",
+                                  "x y", "x\n#SBATCH --x", "-x", "x" * 101])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_gpu_sbatch_refuses_a_job_name_that_is_not_a_plain_file_name(name, dry_run, tmp_path,
+                                                                     monkeypatch, capsys):
+    """`--job-name ../../x` used to write the script outside runs/slurm; now: one line, exit 2,
+    nothing written and nothing submitted."""
+    name = name.replace("{tmp}", str(tmp_path))  # an absolute path, kept inside the test's dir
+    monkeypatch.setattr(gpu, "ROOT", tmp_path / "root")
+    runner = RecordingRunner()
+    runner.dry_run = dry_run
+    argv = ["sbatch", "--nodes", "1", f"--job-name={name}", "--", "collapse"]
+    assert run_cli(lambda a: gpu.main(a, runner=runner), argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: bad --job-name {name!r}; it becomes a file or directory name: "
+                   "expected letters, digits and ._+-, starting with a letter or digit, "
+                   "at most 100 characters\n")
+    assert not list(tmp_path.rglob("*")) and runner.commands == []
+
+
+def test_gpu_sbatch_writes_a_good_job_name_under_runs_slurm(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "ROOT", tmp_path)
+    runner = RecordingRunner()
+    assert gpu.main(["sbatch", "--nodes", "1", "--job-name", "ab.1+2_c-d", "--", "collapse"],
+                    runner=runner) == 0
+    script = tmp_path / "runs" / "slurm" / "ab.1+2_c-d.sbatch"
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [script]
+    assert "#SBATCH --job-name=ab.1+2_c-d\n" in script.read_text()
+    assert runner.commands == [["sbatch", str(script)]]
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", ".hidden", "..", "x y", "-x", "x" * 101])
+def test_tpu_run_id_must_be_a_plain_directory_name(run_id, capsys):
+    argv = ["run", "--name", "ok", "--zone", "us-central2-b", "--accelerator-type", "v4-8",
+            f"--run-id={run_id}", "--dry-run", "--", "collapse"]
+    assert run_cli(tpu_vm.main, argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"error: bad --run-id {run_id!r}; it becomes a file or directory "
+                            "name: expected letters, digits and ._+-, starting with a letter or "
+                            "digit, at most 100 characters\n")
+
+
+def test_names_share_one_rule_with_the_grid():
+    """One definition of the safe characters: a grid value made of them is kept verbatim in a
+    point's directory name, and a name made of them (not hidden) is accepted."""
+    from launch.common import check_name
+    from launch.grid import Point
+
+    for value in ["a", "a.b+c_d-e", "0.5", "1e-3"]:
+        assert Point((("k", value),)).id == f"k={value}"
+        assert check_name(value, "--x") == value
+    assert Point((("k", "a/b"),)).id.startswith("k=a_b~")
+    with pytest.raises(LaunchError, match="bad --x 'a/b'"):
+        check_name("a/b", "--x")
+
+
+# --------------------------------------------------------------------------- the bucket mirror
+
+# the shells a worker's login shell may be (sh is often dash), each once
+SHELLS = list({os.path.realpath(p): s for s in ("bash", "dash", "sh")
+               if (p := shutil.which(s))}.values())
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """The live processes of session ``sid`` (pid -> command name), from /proc."""
+    found = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat_file.read_text()
+        except OSError:
+            continue
+        head, _, tail = text.rpartition(")")
+        state, _ppid, _pgrp, session = tail.split()[:4]
+        if int(session) == sid and state != "Z":
+            found[int(stat_file.parent.name)] = head.partition("(")[2]
+    return found
+
+
+def replay(script: str, tmp_path: Path, shell: str, *, study: str, push_s: float = 0,
+           timeout_s: float = 30) -> dict:
+    """Run a generated remote script as a worker would, with stand-ins: a `gcloud` that records
+    its calls (a push lasts ``push_s`` and notes an overlap with another push), and a study."""
+    home = tmp_path / "home"
+    venv = home / REMOTE_CODE / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text(f"#!/bin/sh\n{study}\n")
+    (venv / "python").chmod(0o755)
+    calls, lock = tmp_path / "calls.txt", tmp_path / "push.lock"
+    env = fake_gcloud(tmp_path, (
+        f'calls={shlex.quote(str(calls))}; lock={shlex.quote(str(lock))}\n'
+        'case "$4" in gs://*) echo "restore" >> "$calls"; exit 0;; esac\n'
+        'mkdir "$lock" 2>/dev/null || echo "OVERLAP" >> "$calls"\n'
+        f'echo "push $*" >> "$calls"; sleep {push_s}; rmdir "$lock" 2>/dev/null\n'))
+    env["HOME"] = str(home)
+    proc = subprocess.Popen([shell, "-c", script], cwd=home, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    hung = False
+    try:
+        start = time.monotonic()
+        try:
+            proc.communicate(timeout=timeout_s)  # returns once nothing holds its output open
+        except subprocess.TimeoutExpired:
+            hung = True
+            proc.kill()
+            proc.wait()
+        elapsed = time.monotonic() - start
+        deadline = time.monotonic() + 5  # a killed process may take a moment to go
+        while (left := session_processes(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for pid in session_processes(proc.pid):  # only what this replay started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return {"rc": proc.returncode, "hung": hung, "elapsed": elapsed, "left": left,
+            "calls": calls.read_text().splitlines() if calls.exists() else []}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("study", ["sleep 0.5; exit 3", "exit 3"])  # the mirror asleep, starting
+def test_dry_run_bucket_script_replay_returns_and_leaves_no_sleep(shell, study, tmp_path, capsys):
+    """The mirror used to be stopped with `kill "$mirror"`, which left its `sleep 300` running
+    and holding the output open: the replay hung for minutes."""
+    lines, _ = dry(capsys, tpu_vm, "run", "--name", "m", "--zone", "us-central2-b",
+                   "--accelerator-type", "v4-8", "--bucket", "gs://my-bucket/sj", "--",
+                   "collapse")
+    script = ssh_script(lines[0])
+    r = replay(script, tmp_path, shell, study=study)
+    assert not r["hung"], f"the replay hung; left running: {r['left']}"
+    assert r["left"] == {}, "the mirror left processes behind"
+    assert r["rc"] == 3  # the study's exit code, after the final push
+    push = "push storage rsync --recursive ../sparsejax-runs/m gs://my-bucket/sj/m"
+    assert r["calls"] == ["restore", push]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_mirror_pushes_while_the_run_lasts_then_stops_whole(shell, tmp_path):
+    """With a short interval: pushes during the run, a final push after it, never two at once
+    (a push in flight when the run ends finishes first), and nothing left behind."""
+    tpu = Tpu("t", "us-central2-b", catalog.tpu_type("v4-8"), "v")
+    job = Job(("collapse",), "r", bucket="gs://my-bucket/sj", mirror_every_s=1)
+    script = run_script(job.command(tpu, resume=False), job)
+    r = replay(script, tmp_path, shell, study="sleep 2.5", push_s=0.4)
+    assert not r["hung"] and r["left"] == {}
+    assert r["rc"] == 0 and r["elapsed"] < 20
+    push = "push storage rsync --recursive ../sparsejax-runs/r gs://my-bucket/sj/r"
+    assert "OVERLAP" not in r["calls"]
+    assert r["calls"][0] == "restore" and r["calls"][1:] == [push] * (len(r["calls"]) - 1)
+    assert len(r["calls"]) >= 3  # at least one push by the mirror, then the final one

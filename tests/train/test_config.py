@@ -59,3 +59,15 @@ def test_parse_value_from_command_line_strings():
         C.parse_value("units", "3")
     with pytest.raises(ConfigError, match="expected a value of type"):
         C.parse_value("epochs", "ten")
+
+
+def test_learning_rate_that_overflows_float32_is_refused_and_may_change_on_resume():
+    with pytest.raises(ConfigError, match="learning_rate = 1e\\+39 overflows float32"):
+        TrainConfig(learning_rate=1e39)
+    assert "learning_rate" in C.resumable_fields(TrainConfig)
+    assert set(C.resumable_fields(TrainConfig)) >= {"epochs", "log_every", "keep_checkpoints"}
+    assert "seed" not in C.resumable_fields(TrainConfig)
+    # fields that shape no program are not part of the compiled-program key
+    a = TrainConfig()
+    b = a.replace(seed=3, epochs=7, schedule={"kind": "cosine"})
+    assert a.program_key() == b.program_key() != a.replace(num_latents=4).program_key()

@@ -4,6 +4,8 @@ NaN stops with the step named and the last good checkpoint kept, logs are writte
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from sparsejax.data import FactorDataset, get_dataset
+from sparsejax.dir_lock import DirectoryLockedError
 from sparsejax.train import (Checkpointer, ConfigError, RunExistsError, TrainingDiverged,
                              load_run, train)
 QUIET = dict(metrics_fn=None, progress_tty=False)
@@ -113,8 +116,24 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cfg, tmp_p
 def test_existing_run_is_not_overwritten_and_resume_checks_the_config(straight, cfg):
     with pytest.raises(RunExistsError, match="already holds a run"):
         train(cfg, straight.out_dir, **QUIET)
-    with pytest.raises(ConfigError, match="cannot resume.*learning_rate"):
-        train(cfg.replace(learning_rate=1e-3), straight.out_dir, resume=True, **QUIET)
+    with pytest.raises(ConfigError, match=r"cannot resume.*beta.*only .*learning_rate.* may "
+                                          r"change on resume"):
+        train(cfg.replace(beta=2.0), straight.out_dir, resume=True, **QUIET)
+
+
+def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(cfg, tmp_path):
+    hold = ("import sys, time\nfrom sparsejax.dir_lock import DirLock\n"
+            "with DirLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DirectoryLockedError, match=f"pid {holder.pid}"):
+            train(cfg, tmp_path, **QUIET)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_batch_not_divisible_by_devices_is_refused_first(cfg, tmp_path):

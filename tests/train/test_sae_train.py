@@ -75,8 +75,9 @@ def test_train_loop_reduces_loss_and_reports_nan(rng, tmp_path):
     assert resumed.start_step == 16 and resumed.history.steps == hist.steps
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(resumed.state)):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(ConfigError, match="cannot resume.*lr"):
-        sae_train.train(acts, cfg, dataclasses.replace(tcfg, lr=1e-3), tmp_path / "b",
+    with pytest.raises(ConfigError, match="cannot resume.*dead_after.*only epochs, log_every, "
+                                          "lr may change"):
+        sae_train.train(acts, cfg, dataclasses.replace(tcfg, dead_after=9), tmp_path / "b",
                         resume=True, progress=False)
     with pytest.raises(RunExistsError):
         sae_train.train(acts, cfg, tcfg, tmp_path / "b", progress=False)
