@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsejax.atomic_io import write_atomic
-from sparsejax.train.config import fields_affecting, option
+from sparsejax.train.config import option, resumable_fields
 
 RUN_DIR = "run"  # the engine's run directory inside the study's
 
@@ -226,7 +226,7 @@ def run(cfg: StudyConfig, preset: str, out: Path, *, resume: bool = False,
     t_train = time.perf_counter()
     result = sae_train.train(acts, model_cfg, tcfg, run_dir, resume=resume, progress=progress,
                              config=dataclasses.asdict(cfg),
-                             free=fields_affecting(StudyConfig, "nothing"))
+                             free=resumable_fields(StudyConfig))
     train_s = time.perf_counter() - t_train
     state, history = result.state, result.history
     steps_per_epoch = cfg.n_vectors // cfg.batch_size
