@@ -5,14 +5,15 @@ a schedule, with Top-k (hard) or an L1 penalty steered to the same L0 (soft), on
 and Shapes3D, several seeds per cell, a dense VAE beside each dataset as the baseline.
 Every epoch records k and the achieved L0, the loss terms, MIG on the latent mean and on
 the sparse code, dead fractions at every threshold and by frequency, and unit-factor
-alignment (the engine's default metrics hook, ``sparsejax.train.default_metrics``). ``DIR/report.md`` puts the paper's table beside ours; ``DIR/results.json``
-holds every number it shows; the plots are PNGs in ``DIR``.
+alignment (the engine's default metrics hook, ``sparsejax.train.default_metrics``).
+``DIR/report.md`` puts the paper's table beside ours; ``DIR/results.json`` holds every
+number it shows; the plots are PNGs in ``DIR`` (``experiments.collapse_report``).
 
     python -m experiments collapse --preset small --out runs/collapse
     python -m experiments collapse --preset small --out runs/collapse --resume
 
 Runs live in ``DIR/runs/<dataset>-<method>/`` (one engine run directory per cell, its seeds
-trained together through ``vmap``); a finished cell is marked ``DONE`` and skipped on
+trained together in one program); a finished cell is marked ``DONE`` and skipped on
 ``--resume``, an unfinished one continues from its last checkpoint. Exit status: 0 done,
 130 interrupted (rerun with --resume), 1 failed, 2 bad arguments.
 """
@@ -20,23 +21,46 @@ trained together through ``vmap``); a finished cell is marked ``DONE`` and skipp
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
-import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from sparsejax.atomic_io import write_atomic as atomic_write
+from experiments.collapse_paper import cell_name
+from experiments.wall_time import WallTime
+from sparsejax.atomic_io import write_atomic
+from sparsejax.data import DATASETS, get_dataset
+from sparsejax.dir_lock import DirLock, output_path
+from sparsejax.models import SPARSE_METHODS
 
-PAPER = {  # REFERENCE.md section 1: dead-unit rate at k = 50, mean +- std (%)
-    ("dsprites", "topk"): (34.4, 0.9), ("shapes3d", "topk"): (62.7, 1.3),
-    ("dsprites", "l1"): (41.7, 4.4), ("shapes3d", "l1"): (90.6, 0.5),
+# TrainConfig fields the grid sets per cell; a preset's or --set's ``train`` may not
+GRID_FIELDS = ("dataset", "method", "num_seeds", "seed", "source", "data_dir")
+
+# The study's presets, self-contained: ``train`` lists every TrainConfig field the preset sets
+# (the rest keep the ``TrainConfig()`` defaults, which follow the paper). The schedule is the
+# paper's, k 500 -> 50 (arXiv 2603.18056); what each preset costs is measured in the README.
+PRESETS: dict[str, dict[str, Any]] = {
+    # CI: both datasets, both methods and the baselines, 2 seeds, a 3-epoch schedule
+    "smoke": dict(num_seeds=2, revival_epochs=2,
+                  train=dict(epochs=3, steps_per_epoch=20, eval_size=1024, eval_batch=512,
+                             schedule=dict(start=500, end=50, length=3), log_every=10,
+                             controller=dict(gain=0.1))),
+    # a 2-core CPU in about 11 minutes: k 500 -> 50 over 8 epochs, then 2 epochs held
+    "small": dict(num_seeds=3, revival_epochs=10,
+                  train=dict(epochs=10, steps_per_epoch=30, eval_size=2048, eval_batch=1024,
+                             schedule=dict(start=500, end=50, length=8), log_every=50,
+                             controller=dict(gain=0.05))),
+    # the paper: 50 epochs of one pass over the dataset each, k 500 -> 50 over all 50
+    "paper": dict(num_seeds=3, revival_epochs=100,
+                  train=dict(epochs=50, steps_per_epoch=None, eval_size=10_000, eval_batch=1000,
+                             schedule=dict(start=500, end=50, length=50), log_every=200)),
 }
-PAPER_RATIOS = {"topk": 1.8, "l1": 2.2}
-DATASETS = ("dsprites", "shapes3d")
-METHODS = ("topk", "l1")
+
+
+def _small_train() -> dict:
+    return copy.deepcopy(PRESETS["small"]["train"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,23 +68,26 @@ class CollapseConfig:
     """The study's grid and how each run trains.
 
     Attributes:
-      preset: the engine preset every run starts from (``smoke``, ``small``, ``paper``).
-      datasets, methods: the grid (methods: ``topk``, ``l1``).
+      preset: the name of the study preset this config came from (recorded in results.json
+        and the report; the settings themselves are all in ``train``).
+      datasets, methods: the grid (``sparsejax.data.DATASETS``,
+        ``sparsejax.models.SPARSE_METHODS``).
       baseline: also train the dense VAE on each dataset.
       num_seeds: seeds per cell, trained together in one program (``seed .. seed + S - 1``).
       seed: the first seed.
-      train: overrides of the engine preset (``TrainConfig`` fields), e.g. epochs.
+      train: ``TrainConfig`` fields every run sets, relative to ``TrainConfig()`` (nested
+        ``schedule`` / ``controller`` as partial dicts); not the ones in :data:`GRID_FIELDS`.
       revival_epochs: epochs the ``revival`` follow-up continues each run at k = 50.
       source, data_dir: where the images come from (``auto`` prefers real files).
     """
 
     preset: str = "small"
     datasets: tuple[str, ...] = DATASETS
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = SPARSE_METHODS
     baseline: bool = True
     num_seeds: int = 3
     seed: int = 0
-    train: dict = dataclasses.field(default_factory=dict)
+    train: dict = dataclasses.field(default_factory=_small_train)
     revival_epochs: int = 10
     source: str = "auto"
     data_dir: str | None = None
@@ -71,11 +98,13 @@ class CollapseConfig:
         return out + ([(d, "dense") for d in self.datasets] if self.baseline else [])
 
     def train_config(self, dataset: str, method: str):
-        """The engine's validated TrainConfig of one cell."""
-        from sparsejax.train import preset
+        """The engine's validated TrainConfig of one cell: ``TrainConfig()`` with ``train``
+        and the grid's fields applied."""
+        from sparsejax.train import TrainConfig
 
-        return preset(self.preset, dataset=dataset, method=method, num_seeds=self.num_seeds,
-                      seed=self.seed, source=self.source, data_dir=self.data_dir, **self.train)
+        return TrainConfig().replace(**{
+            **self.train, "dataset": dataset, "method": method, "num_seeds": self.num_seeds,
+            "seed": self.seed, "source": self.source, "data_dir": self.data_dir})
 
     def validate(self) -> None:
         """Raises ConfigError (naming the field and what was expected) before any work."""
@@ -85,15 +114,19 @@ class CollapseConfig:
         if bad or not self.datasets:
             raise ConfigError(f"datasets {list(self.datasets)}: expected a non-empty subset of "
                               f"{list(DATASETS)}")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in SPARSE_METHODS]
         if bad:
             raise ConfigError(f"methods {list(self.methods)}: expected a subset of "
-                              f"{list(METHODS)} (the dense baseline is --no-baseline's)")
+                              f"{list(SPARSE_METHODS)} (the dense baseline is --no-baseline's)")
         if not self.methods and not self.baseline:
             raise ConfigError("nothing to run: no methods and no baseline")
         if not isinstance(self.revival_epochs, int) or self.revival_epochs < 1:
             raise ConfigError(f"revival_epochs must be an integer >= 1, got "
                               f"{self.revival_epochs!r}")
+        grid = sorted(set(self.train) & set(GRID_FIELDS))
+        if grid:
+            raise ConfigError(f"train fields {grid} are set by the study's grid: use --datasets, "
+                              "--methods, --seeds, --seed, --source, --data-dir")
         for d, m in self.cells():
             cfg = self.train_config(d, m)  # the engine validates every field
             if m != "dense" and cfg.schedule.length > cfg.epochs:
@@ -102,29 +135,19 @@ class CollapseConfig:
                                   f"{cfg.schedule.end}")
 
 
-# What each preset costs is measured and stated in the README.
-PRESETS: dict[str, dict[str, Any]] = {
-    # CI: both datasets, both methods and the baselines, 2 seeds, a 3-epoch schedule
-    "smoke": dict(preset="smoke", num_seeds=2, revival_epochs=2,
-                  train=dict(epochs=3, steps_per_epoch=20, eval_size=1024, eval_batch=512,
-                             schedule=dict(length=3))),
-    # a 2-core CPU in about 11 minutes: k 500 -> 50 over 8 epochs, then 2 epochs held
-    "small": dict(preset="small", num_seeds=3, revival_epochs=10,
-                  train=dict(epochs=10, steps_per_epoch=30, eval_size=2048, eval_batch=1024,
-                             schedule=dict(length=8))),
-    # the paper: 50 epochs of one pass over the dataset each, k 500 -> 50 over all 50
-    "paper": dict(preset="paper", num_seeds=3, revival_epochs=100, train=dict()),
-}
-
-
 def preset_config(name: str, **overrides) -> CollapseConfig:
+    """The validated config of study preset ``name`` with ``overrides`` of CollapseConfig
+    fields (``train`` merges field by field with the preset's)."""
     from sparsejax.train import ConfigError
 
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
-    base = dict(PRESETS[name])
-    train = {**base.pop("train"), **overrides.pop("train", {})}
-    cfg = CollapseConfig(**{**base, **overrides, "train": train})
+    base = copy.deepcopy(PRESETS[name])
+    train = base.pop("train")
+    for k, v in overrides.pop("train", {}).items():  # nested dicts merge with the preset's
+        train[k] = {**train[k], **v} if isinstance(v, dict) and isinstance(train.get(k),
+                                                                          dict) else v
+    cfg = CollapseConfig(**{**base, **overrides, "preset": name, "train": train})
     cfg.validate()
     return cfg
 
@@ -135,7 +158,6 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
     """Trains every cell (or picks up finished ones); returns (records by cell, data sources,
     status). With ``init_root`` each run starts from ``init_root/runs/<cell>`` (revival).
     ``label`` prefixes the progress lines."""
-    from sparsejax.data import get_dataset
     from sparsejax.train import train
     from sparsejax.train.logs import read_records
 
@@ -160,7 +182,7 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
         records[name] = result.history
         if result.status != "done":
             return records, sources, result.status
-        atomic_write(run_dir / "DONE", f"{len(result.history)} records\n")
+        write_atomic(run_dir / "DONE", f"{len(result.history)} records\n")
     return records, sources, "done"
 
 
@@ -179,11 +201,9 @@ def run_cells_or_exit_code(cfg: CollapseConfig, out: Path, **kwargs):
         return 1
 
 
-def cell_name(dataset: str, method: str) -> str:
-    return f"{dataset}-{method}"
-
-
 def config_dict(cfg: CollapseConfig) -> dict:
+    """The study's config as results.json records it: its fields and, per cell, the full
+    TrainConfig (``to_dict``)."""
     from sparsejax.train.config import to_dict
 
     d = dataclasses.asdict(cfg)
@@ -201,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the preset's)")
     p.add_argument("--seed", type=int, help="the first seed (default 0)")
     p.add_argument("--datasets", nargs="+", help=f"subset of {list(DATASETS)}")
-    p.add_argument("--methods", nargs="+", help=f"subset of {list(METHODS)}")
+    p.add_argument("--methods", nargs="+", help=f"subset of {list(SPARSE_METHODS)}")
     p.add_argument("--no-baseline", action="store_true", help="skip the dense VAE baseline")
     p.add_argument("--source", default="auto", help="auto | procedural | file | tfds")
     p.add_argument("--data-dir", help="real dataset copies (default: $SPARSEJAX_DATA_DIR)")
@@ -245,10 +265,6 @@ def config_from_args(args) -> CollapseConfig:
         else:
             train[top] = value
     if train:
-        base_train = PRESETS.get(args.preset, {}).get("train", {})
-        for k, v in list(train.items()):  # nested dicts merge with the preset's
-            if isinstance(v, dict) and isinstance(base_train.get(k), dict):
-                train[k] = {**base_train[k], **v}
         overrides["train"] = train
     return preset_config(args.preset, **overrides)
 
@@ -262,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = output_path(args.out)
     if not args.resume and (out / "runs").exists():
         print(f"error: {out} already holds a study; continue it with --resume or choose "
               "another --out", file=sys.stderr)
@@ -276,25 +292,23 @@ def main(argv: list[str] | None = None) -> int:
 def execute(cfg: CollapseConfig, out: Path, *, resume: bool, command: str,
             tensorboard: bool = True) -> int:
     """Runs (or resumes) the study and writes results.json, report.md and the plots."""
-    from experiments import collapse_report
+    from experiments.collapse_report import write_all
+    from experiments.collapse_stats import build_results
 
-    out.mkdir(parents=True, exist_ok=True)
-    timing_path = out / "timing.json"
-    timing = json.loads(timing_path.read_text()) if resume and timing_path.exists() else {}
-    t0 = time.perf_counter()
-    ran = run_cells_or_exit_code(cfg, out, resume=resume, tensorboard=tensorboard)
-    if isinstance(ran, int):
-        return ran
-    records, sources, status = ran
-    wall = timing.get("wall_time_s", 0.0) + time.perf_counter() - t0
-    atomic_write(timing_path, json.dumps({"wall_time_s": wall}) + "\n")
-    if status != "done":
-        print(f"[collapse] interrupted after {wall:.0f} s; finished cells are kept. Continue "
-              f"with: {command} --resume", file=sys.stderr)
-        return 130
-    results = collapse_report.build_results(cfg, records, sources, command=command,
-                                            wall_time_s=wall, config=config_dict(cfg))
-    collapse_report.write_all(results, out, run_dir_for_traversal=_traversal_run(cfg, out))
+    with DirLock(out):  # one process per study directory
+        clock = WallTime(out, resume=resume)
+        ran = run_cells_or_exit_code(cfg, out, resume=resume, tensorboard=tensorboard)
+        if isinstance(ran, int):
+            return ran
+        records, sources, status = ran
+        wall = clock.total()
+        if status != "done":
+            print(f"[collapse] interrupted after {wall:.0f} s; finished cells are kept. "
+                  f"Continue with: {command} --resume", file=sys.stderr)
+            return 130
+        results = build_results(cfg, records, sources, command=command, wall_time_s=wall,
+                                config=config_dict(cfg))
+        write_all(results, out, run_dir_for_traversal=_traversal_run(cfg, out))
     print(f"[collapse] done in {wall:.0f} s: {out / 'report.md'}")
     return 0
 

@@ -16,19 +16,33 @@ import dataclasses
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from experiments.collapse import (CollapseConfig, atomic_write, cell_name,
-                                  run_cells_or_exit_code)
+from experiments.collapse import GRID_FIELDS, CollapseConfig, run_cells_or_exit_code
+from experiments.collapse_paper import PAPER_K, cell_name
+from experiments.collapse_render import fill, load_template, md_table, pm
+from experiments.collapse_stats import by_run, dead_masks, mean_std, tau_keys, tau_label
+from experiments.wall_time import WallTime
+from sparsejax.atomic_io import RunFileError, read_json, write_atomic
+from sparsejax.dir_lock import DirLock, output_path
 
 
 def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
-    """The collapse study's config, continued at its final k for the revival epochs."""
+    """The collapse study's config (results.json's ``config``), continued at its final k for
+    ``epochs`` (default: its ``revival_epochs``), sparse cells only. The runs' settings come
+    from the TrainConfigs the study recorded per cell, so a revival continues exactly the
+    runs that were trained."""
+    from sparsejax.train import ConfigError
+
     d = {k: v for k, v in collapse_cfg.items() if k != "cells"}
     d["datasets"], d["methods"] = tuple(d["datasets"]), tuple(d["methods"])
+    if not d["methods"]:
+        raise ConfigError("the collapse study has no sparse runs to continue (no methods)")
+    recorded = collapse_cfg.get("cells", {}).get(cell_name(d["datasets"][0], d["methods"][0]))
+    if recorded:
+        d["train"] = {k: v for k, v in recorded.items() if k not in GRID_FIELDS}
     cfg = CollapseConfig(**d)
     n = epochs or cfg.revival_epochs
     end = cfg.train_config(cfg.datasets[0], cfg.methods[0]).schedule.end
@@ -39,76 +53,87 @@ def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
     return cfg
 
 
-def revival_table(before: dict, records: dict[str, list[dict]]) -> dict:
+def revival_table(before: dict, records: dict[str, list[dict]],
+                  keys: tuple[str, ...] | None = None) -> dict:
     """Per cell and seed, per revival epoch: units dead at the end of the collapse run that
-    fire again (``revived``), and the dead fraction, at every threshold."""
-    from experiments.collapse_report import TAU_KEYS, by_run, dead_masks, mean_std
+    fire again (``revived``), and the dead fraction, at every threshold (``keys``, as
+    :func:`~experiments.collapse_stats.tau_keys`).
+
+    Args:
+      before: per cell name, per seed, the collapse run's last record.
+      records: per cell name, every record of its revival run directory.
+    """
     from sparsejax.metrics import revival
 
+    keys = tau_keys() if keys is None else keys
     out = {}
     for name, recs in records.items():
         seeds = by_run(recs)
         per_seed = {}
         for seed, rs in seeds.items():
-            dead0 = dead_masks(before[name][seed])
+            dead0 = dead_masks(before[name][seed], keys)  # [T, N]
             ever = np.zeros_like(dead0)
             rows = []
             for rec in rs:
-                change = revival(dead0, dead_masks(rec))
+                change = revival(dead0, dead_masks(rec, keys))
                 ever |= change.revived
                 rows.append({"epoch": rec["epoch"],
-                             "revived": dict(zip(TAU_KEYS, change.num_revived.tolist())),
-                             "ever_revived": dict(zip(TAU_KEYS, ever.sum(1).tolist())),
-                             "dead_percent": {t: 100 * rec["dead_fraction"][t] for t in TAU_KEYS},
+                             "revived": dict(zip(keys, change.num_revived.tolist())),
+                             "ever_revived": dict(zip(keys, ever.sum(1).tolist())),
+                             "dead_percent": {t: 100 * rec["dead_fraction"][t] for t in keys},
                              "l0": rec["eval"]["l0"]})
-            per_seed[seed] = {"dead_at_start": dict(zip(TAU_KEYS, dead0.sum(1).tolist())),
+            per_seed[seed] = {"dead_at_start": dict(zip(keys, dead0.sum(1).tolist())),
                               "epochs": rows}
         out[name] = {
             "seeds": per_seed,
             "ever_revived": {t: mean_std(s["epochs"][-1]["ever_revived"][t]
-                                         for s in per_seed.values()) for t in TAU_KEYS},
+                                         for s in per_seed.values()) for t in keys},
             "dead_at_start": {t: mean_std(s["dead_at_start"][t] for s in per_seed.values())
-                              for t in TAU_KEYS},
+                              for t in keys},
             "dead_percent_end": {t: mean_std(s["epochs"][-1]["dead_percent"][t]
-                                             for s in per_seed.values()) for t in TAU_KEYS},
+                                             for s in per_seed.values()) for t in keys},
         }
     return out
 
 
-def report(table: dict, results: dict) -> str:
-    from experiments.collapse_report import TAU_KEYS, _pm
+def _keys(table: dict) -> tuple[str, ...]:
+    """The threshold keys of a revival table, in order (the engine's defaults if empty)."""
+    first = next(iter(table.values()), None)
+    return tuple(first["ever_revived"]) if first else tau_keys()
 
-    lines = ["# Revival: more epochs at k = 50", "",
-             f"Command: `{results['command']}`  ",
-             f"From the collapse study in `{results['from']}`; {results['epochs']} more epochs "
-             f"per run at k = {results['k']}; wall time {results['wall_time_s']:.0f} s.", "",
-             "The paper reports that 100 further epochs revive no dead unit. Revived: dead at "
-             "the end of the collapse run (never above tau on the evaluation set) and firing "
-             "above tau at some revival epoch. Mean ± std over seeds.", "",
-             "| run | dead at start (tau = 0) | ever revived, tau = 0 | 1e-6 | 1e-3 | 1e-2 | "
-             "dead % at the end (tau = 0) |", "|---|---|---|---|---|---|---|"]
-    for name, c in table.items():
-        lines.append(f"| {name} | {_pm(c['dead_at_start']['0'])} | "
-                     + " | ".join(_pm(c["ever_revived"][t]) for t in TAU_KEYS)
-                     + f" | {_pm(c['dead_percent_end']['0'])} |")
-    lines += ["", "![revived units and dead fraction per revival epoch](revival.png)", "",
-              "*Left: units revived (cumulative, tau = 0); right: dead units (%) per epoch.*", ""]
-    return "\n".join(lines)
+
+def report(table: dict, results: dict) -> str:
+    """``report.md`` of a revival (``templates/revival_report.md``)."""
+    keys = _keys(table)
+    labels = [tau_label(t) for t in keys]
+    rows = [[name, pm(c["dead_at_start"][keys[0]]), *(pm(c["ever_revived"][t]) for t in keys),
+             pm(c["dead_percent_end"][keys[0]])] for name, c in table.items()]
+    header = ["run", f"dead at start (tau = {labels[0]})", f"ever revived, tau = {labels[0]}",
+              *labels[1:], f"dead % at the end (tau = {labels[0]})"]
+    return fill(load_template("revival_report.md"), {
+        "paper_k": PAPER_K, "command": results["command"], "source": results["from"],
+        "epochs": results["epochs"], "k": results["k"],
+        "wall_time": f"{results['wall_time_s']:.0f}", "tau_first": labels[0],
+        "table": md_table(header, rows)})
 
 
 def plot(table: dict, path: Path) -> None:
+    """``revival.png``: per cell, units revived (cumulative) and dead % per revival epoch,
+    at the first threshold, mean over seeds with a lowest-to-highest band."""
     from sparsejax.viz.curves import seed_band_panels
 
+    t0 = _keys(table)[0]
     first = next(iter(table.values()))
     n = len(next(iter(first["seeds"].values()))["epochs"])
     x = np.arange(1, n + 1)
-    ever = {name: np.asarray([[e["ever_revived"]["0"] for e in s["epochs"]]
+    ever = {name: np.asarray([[e["ever_revived"][t0] for e in s["epochs"]]
                               for s in c["seeds"].values()]) for name, c in table.items()}
-    dead = {name: np.asarray([[e["dead_percent"]["0"] for e in s["epochs"]]
+    dead = {name: np.asarray([[e["dead_percent"][t0] for e in s["epochs"]]
                               for s in c["seeds"].values()]) for name, c in table.items()}
     seed_band_panels({"revived units (cumulative)": ever, "dead units (%)": dead}, x=x,
                      xlabel="revival epoch", ylabel="units / %", path=path,
-                     title="Revival at k = 50 (tau = 0; band: lowest to highest seed)")
+                     title=f"Revival at k = {PAPER_K} (tau = {tau_label(t0)}; band: lowest to "
+                           "highest seed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tensorboard", action="store_true")
     args = p.parse_args(argv)
 
-    from experiments.collapse_report import by_run
     from sparsejax.train import ConfigError
     from sparsejax.train.logs import read_records
 
-    src, out = Path(args.source_dir), Path(args.out)
+    src, out = Path(args.source_dir), output_path(args.out)
     res_path = src / "results.json"
     if not res_path.exists():
         print(f"error: {res_path} not found: --from must name a finished collapse study "
@@ -139,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None and args.epochs < 1:
         print(f"error: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 2
-    collapse = json.loads(res_path.read_text())
+    collapse = read_json(res_path, "collapse study's results")
+    if not isinstance(collapse, dict) or not isinstance(collapse.get("config"), dict):
+        raise RunFileError(f"{res_path} holds no study config: --from must name a finished "
+                           "collapse study")
     try:
         cfg = revival_config(collapse["config"], args.epochs)
     except ConfigError as e:
@@ -155,24 +182,27 @@ def main(argv: list[str] | None = None) -> int:
         before[cell_name(d, m)] = {s: rs[-1] for s, rs in by_run(recs).items()}
     command = "python -m experiments revival " + shlex.join(sys.argv[2:] if argv is None
                                                              else argv)
-    t0 = time.perf_counter()
-    ran = run_cells_or_exit_code(cfg, out, resume=args.resume, init_root=src,
-                                 tensorboard=not args.no_tensorboard, label="revival")
-    if isinstance(ran, int):
-        return ran
-    records, _, status = ran
-    if status != "done":
-        print(f"[revival] interrupted; continue with: {command} --resume", file=sys.stderr)
-        return 130
-    table = revival_table(before, records)
-    results = {"study": "revival", "command": command, "from": str(src),
-               "epochs": cfg.train["epochs"], "k": cfg.train["schedule"]["end"],
-               "wall_time_s": time.perf_counter() - t0, "cells": table}
-    plot(table, out / "revival.png")
-    atomic_write(out / "results.json", json.dumps(results) + "\n")
-    atomic_write(out / "report.md", report(table, results))
-    print(f"[revival] done: {out / 'report.md'}")
-    return 0
+    with DirLock(out):  # one process per study directory
+        clock = WallTime(out, resume=args.resume)
+        ran = run_cells_or_exit_code(cfg, out, resume=args.resume, init_root=src,
+                                     tensorboard=not args.no_tensorboard, label="revival")
+        if isinstance(ran, int):
+            return ran
+        records, _, status = ran
+        wall = clock.total()
+        if status != "done":
+            print(f"[revival] interrupted; continue with: {command} --resume", file=sys.stderr)
+            return 130
+        keys = tau_keys(cfg.train_config(*cfg.cells()[0]))
+        table = revival_table(before, records, keys)
+        results = {"study": "revival", "command": command, "from": str(src),
+                   "epochs": cfg.train["epochs"], "k": cfg.train["schedule"]["end"],
+                   "wall_time_s": wall, "cells": table}
+        plot(table, out / "revival.png")
+        write_atomic(out / "results.json", json.dumps(results) + "\n")
+        write_atomic(out / "report.md", report(table, results))
+        print(f"[revival] done: {out / 'report.md'}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsejax.atomic_io import write_atomic
+from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.train.config import option, resumable_fields
 
 RUN_DIR = "run"  # the engine's run directory inside the study's
@@ -202,13 +203,19 @@ def report_md(res: dict) -> str:
 def run(cfg: StudyConfig, preset: str, out: Path, *, resume: bool = False,
         progress: bool = True, command: str = "") -> dict | None:
     """Runs (or resumes) the study; the results dict, or None if it was interrupted."""
+    with DirLock(out):  # one process per study directory
+        return _run_locked(cfg, preset, out, resume=resume, progress=progress,
+                           command=command)
+
+
+def _run_locked(cfg: StudyConfig, preset: str, out: Path, *, resume: bool, progress: bool,
+                command: str) -> dict | None:
     import jax
 
     from sparsejax import ops
     from sparsejax.models import sae
     from sparsejax.train import sae as sae_train
 
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     acts, feats = synthetic_activations(cfg)
     model_cfg = sae.SAEConfig(d_in=cfg.d_in, n_latents=cfg.n_latents, k=cfg.k,
@@ -276,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if cfg.impl not in IMPLS:
             raise ValueError(f"--impl {cfg.impl!r}: expected one of {IMPLS}")
-        res = run(cfg, args.preset, Path(args.out), resume=args.resume,
+        res = run(cfg, args.preset, output_path(args.out), resume=args.resume,
                   progress=not args.no_progress,
                   command="python -m experiments sae " + " ".join(argv or sys.argv[1:]))
     except (ValueError, FileNotFoundError, RunExistsError) as e:

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from sparsejax.data import SPECS, get_dataset
+from sparsejax.dir_lock import check_output_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     from sparsejax.viz.grids import save_factor_sweeps
 
-    path = save_factor_sweeps(ds, base, f"{args.out}/{ds.name}_{ds.source}_sweeps.png")
+    out = check_output_dir(args.out)
+    path = save_factor_sweeps(ds, base, out / f"{ds.name}_{ds.source}_sweeps.png")
     print(f"wrote {path}")
     return 0
 

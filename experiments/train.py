@@ -15,10 +15,11 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
+from experiments.wall_time import WallTime
 from sparsejax.atomic_io import write_atomic
+from sparsejax.dir_lock import output_path
 from sparsejax.train import config as config_lib
 from sparsejax.train.config import PRESETS, ConfigError
 from sparsejax.viz.grids import save_figure
@@ -71,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from sparsejax.train import (CheckpointError, RunExistsError, TrainingDiverged, train)
+    from sparsejax.train import CheckpointError, RunExistsError, TrainingDiverged, train
 
-    out = Path(args.out)
-    t0 = time.perf_counter()
+    out = output_path(args.out)
+    clock = WallTime(out, resume=args.resume)
     try:
         result = train(cfg, out, resume=args.resume, init_from=args.init_from,
                        tensorboard=not args.no_tensorboard)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    wall = time.perf_counter() - t0
+    wall = clock.total()
     command = "python -m experiments train " + shlex.join(sys.argv[2:] if argv is None else argv)
     write_outputs(out, result.config, result.history, result.status, wall, command)
     print(f"{result.status}: {len(result.history)} epoch records in {out} ({wall:.1f} s)")

@@ -27,14 +27,20 @@ class OutputDirError(ValueError):
     """An output directory cannot be used: empty, a file, under a file, or not writable."""
 
 
+def output_path(value: str | os.PathLike) -> Path:
+    """``value`` as a path, refusing the empty string (``Path("")`` would be the current
+    directory, and a run would scatter its files there)."""
+    if str(value).strip() == "":
+        raise OutputDirError("the output directory is empty: give a path with --out")
+    return Path(value)
+
+
 def check_output_dir(directory: str | os.PathLike) -> Path:
     """Creates ``directory`` if need be and checks that it is a writable directory.
 
     Raises :class:`OutputDirError` saying what is wrong, before any work is done.
     """
-    if str(directory).strip() == "":
-        raise OutputDirError("the output directory is empty: give a path with --out")
-    path = Path(directory)
+    path = output_path(directory)
     for parent in (path, *path.parents):
         if parent.exists() and not parent.is_dir():
             where = "is a file" if parent == path else f"is under {parent}, which is a file"

@@ -30,7 +30,7 @@ from flax import nnx
 
 from sparsejax.atomic_io import read_json, write_atomic
 from sparsejax.data import SPECS, FactorDataset, get_dataset
-from sparsejax.dir_lock import DirLock
+from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.metrics.dead_units import tau_key
 from sparsejax.train import config as config_lib
 from sparsejax.train.checkpoint import Checkpointer
@@ -99,7 +99,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
       tensorboard: also write TensorBoard event files.
       progress_tty: force the progress bar on/off (default: when stderr is a terminal).
     """
-    out = Path(out_dir)
+    out = output_path(out_dir)
     mesh = make_mesh(devices)
     try:
         check_batch(cfg.batch_size, mesh)
@@ -112,31 +112,24 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         ckpt = Checkpointer(out / CHECKPOINT_DIR, keep=cfg.keep_checkpoints)
         log = MetricsLog(out, cfg.seeds, tensorboard=tensorboard)
         try:
-            return _train_in(cfg, ds, mesh, out, ckpt, log, resume, init_from, metrics_fn,
-                             on_epoch, progress_tty)
+            state, epoch, step_in_epoch = _restore_or_init(cfg, ds, mesh, ckpt, resume,
+                                                           init_from)
+            # drop records past the checkpoint (or of a run killed before one)
+            log.truncate(lambda r: r["epoch"] < epoch)
+            if jax.process_index() == 0:
+                write_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
+            trainer = HybridTrainer(cfg, ds, mesh, log, metrics_fn, state)
+            progress = Progress(cfg.epochs * trainer.steps_per_epoch,
+                                epoch * trainer.steps_per_epoch + step_in_epoch,
+                                cfg.batch_size * cfg.num_seeds, tty=progress_tty)
+            trainer.progress = progress
+            state, status = run_epochs(trainer, state, ckpt, progress, epoch=epoch,
+                                       step_in_epoch=step_in_epoch, on_epoch=on_epoch)
+            progress.close()
+            return TrainResult(cfg, log.records(), state, trainer.graphdef, status, out)
         finally:
             log.close()
             ckpt.close()
-
-
-def _train_in(cfg: TrainConfig, ds: FactorDataset, mesh, out: Path, ckpt: Checkpointer,
-              log: MetricsLog, resume: bool, init_from, metrics_fn, on_epoch,
-              progress_tty) -> TrainResult:
-    """The run itself, in a locked directory with its checkpointer and log open."""
-    state, epoch, step_in_epoch = _restore_or_init(cfg, ds, mesh, ckpt, resume, init_from)
-    # drop records past the checkpoint (or of a run killed before one)
-    log.truncate(lambda r: r["epoch"] < epoch)
-    if jax.process_index() == 0:
-        write_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
-    trainer = HybridTrainer(cfg, ds, mesh, log, metrics_fn, state)
-    progress = Progress(cfg.epochs * trainer.steps_per_epoch,
-                        epoch * trainer.steps_per_epoch + step_in_epoch,
-                        cfg.batch_size * cfg.num_seeds, tty=progress_tty)
-    trainer.progress = progress
-    state, status = run_epochs(trainer, state, ckpt, progress, epoch=epoch,
-                               step_in_epoch=step_in_epoch, on_epoch=on_epoch)
-    progress.close()
-    return TrainResult(cfg, log.records(), state, trainer.graphdef, status, out)
 
 
 def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpointer,

@@ -34,7 +34,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sparsejax.dir_lock import DirLock
+from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.models import sae
 from sparsejax.sparsity import remedies
 from sparsejax.train.checkpoint import Checkpointer
@@ -305,7 +305,7 @@ def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, out_dir: s
         config = {"sae": dataclasses.asdict(cfg), **dataclasses.asdict(tcfg)}
         free = resumable_fields(SAETrainConfig)
     config = dict(config)
-    out = Path(out_dir)
+    out = output_path(out_dir)
     with DirLock(out, enabled=jax.process_index() == 0):
         refuse_existing_run(out, resume)
         rep = replicated(mesh)

@@ -1,15 +1,25 @@
-"""The flagship study: config checks, and the smoke preset end to end (+ resume, revival)."""
+"""The flagship study: config checks, the results and report built from canned records, and
+one tiny study end to end (+ resume, revival) in seconds."""
 
+import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments import collapse, revival
-from experiments.collapse_report import mean_std, ratio_with_se
-from sparsejax.train import ConfigError
+from experiments import collapse, collapse_render, revival
+from experiments.collapse_plots import write_plots
+from experiments.collapse_stats import build_results, mean_std, ratio_with_se, tau_label
+from sparsejax.metrics import TAU_KEYS
+from sparsejax.train import ConfigError, TrainConfig
+from sparsejax.train.config import to_dict
+
+HERE = Path(__file__).parent
 
 
+# --------------------------------------------------------------------------- config
 @pytest.mark.parametrize("argv,message", [
     (["--datasets", "mnist"], "datasets ['mnist']: expected a non-empty subset"),
     (["--methods", "dense"], "expected a subset of ['topk', 'l1']"),
@@ -17,6 +27,8 @@ from sparsejax.train import ConfigError
     (["--epochs", "2"], "the k schedule takes 3 epochs but the run has only 2"),
     (["--set", "num_units=40"], "schedule.start = 500 is out of range"),
     (["--seeds", "0"], "num_seeds must be >= 1"),
+    (["--set", "dataset=shapes3d"], "train fields ['dataset'] are set by the study's grid"),
+    (["--set", "schedule.nope=1"], "unknown schedule field 'nope'"),
 ])
 def test_bad_config_is_refused_before_work(tmp_path, capsys, argv, message):
     argv = ["--out", str(tmp_path / "s"), *(["--preset", "smoke"] if "--preset" not in argv
@@ -43,6 +55,36 @@ def test_preset_grid():
         collapse.preset_config("smoke", revival_epochs=0)
 
 
+# what each study preset trains: (epochs, steps, eval size, eval batch, schedule length,
+# log_every, L1 controller gain); everything else is TrainConfig()'s default
+PRESET_RUNS = {"smoke": (3, 20, 1024, 512, 3, 10, 0.1), "small": (10, 30, 2048, 1024, 8, 50, 0.05),
+               "paper": (50, None, 10_000, 1000, 50, 200, 0.02)}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_RUNS))
+def test_presets_are_self_contained(name, monkeypatch):
+    from sparsejax.train import config as config_lib
+
+    monkeypatch.setattr(config_lib, "PRESETS", {})  # the engine's presets play no part
+    cfg = collapse.preset_config(name)
+    epochs, steps, eval_size, eval_batch, length, log_every, gain = PRESET_RUNS[name]
+    for d, m in cfg.cells():
+        expect = TrainConfig(
+            dataset=d, method=m, num_seeds=cfg.num_seeds, epochs=epochs, steps_per_epoch=steps,
+            eval_size=eval_size, eval_batch=eval_batch, log_every=log_every,
+            schedule=dataclasses.replace(TrainConfig().schedule, start=500, end=50,
+                                         length=length),
+            controller=dataclasses.replace(TrainConfig().controller, gain=gain))
+        assert to_dict(cfg.train_config(d, m)) == to_dict(expect), (d, m)
+    assert cfg.preset == name
+
+
+def test_nested_overrides_merge_with_the_preset():
+    cfg = collapse.preset_config("small", train={"schedule": {"kind": "cosine"}})
+    s = cfg.train_config("dsprites", "topk").schedule
+    assert (s.kind, s.start, s.end, s.length) == ("cosine", 500, 50, 8)
+
+
 def test_summary_statistics_against_numpy(rng):
     a, b = rng.uniform(10, 40, 3), rng.uniform(50, 90, 4)
     sa, sb = mean_std(a), mean_std(b)
@@ -55,59 +97,275 @@ def test_summary_statistics_against_numpy(rng):
     assert mean_std([None, float("nan")])["n"] == 0
 
 
+def test_threshold_labels_and_template_blocks():
+    assert [tau_label(t) for t in TAU_KEYS] == ["0", "1e-6", "1e-3", "1e-2"]
+    text = "<!--\nabout\n-->\na $x\n<!-- if b -->\nkept $y\n<!-- end b -->\nend\n"
+    assert collapse_render.fill(text, {"x": 1, "y": 2}, {"b": True}) == "a 1\nkept 2\nend\n"
+    assert collapse_render.fill(text, {"x": 1}, {"b": False}) == "a 1\nend\n"
+    with pytest.raises(KeyError):
+        collapse_render.fill(text, {"x": 1}, {"b": True})  # a field the block needs
+
+
+# --------------------------------------------------------------------------- canned records
+# A 2-dataset x 2-method (+ dense) grid, 2 seeds, 3 epochs, 6 units, made deterministically by
+# arithmetic: the results and report below are exact functions of these records.
+UNITS, EPOCHS, SEEDS, EVAL, KS = 6, 3, (0, 1), 4000, (6, 4, 2)
+COUNT = (0, 0, 0, 2, 3, 5, 8, 12, 20)  # firings on the 4000 samples; 2 and 3 are "rare"
+
+
+def canned_counts(di: int, mi: int, seed: int, epoch: int) -> np.ndarray:
+    """int ``[T, UNITS]``: firings per threshold, non-increasing in the threshold."""
+    u = np.arange(UNITS)
+    c0 = np.asarray(COUNT)[(4 * u + 5 * seed + 7 * epoch + 11 * di + 13 * mi) % 9]
+    drop = (u + epoch + seed) % 3
+    return np.stack([np.maximum(c0 - t * drop, 0) for t in range(len(TAU_KEYS))])
+
+
+def canned_record(dataset: str, method: str, seed: int, epoch: int) -> dict:
+    di, mi = ("dsprites", "shapes3d").index(dataset), ("topk", "l1", "dense").index(method)
+    rec = {"epoch": epoch, "seed": seed, "k": KS[epoch], "method": method, "dataset": dataset,
+           "eval": {"l0": KS[epoch] - 0.25 * seed - 0.5 * mi, "recon": 1000.0 + 10 * di + seed
+                    + 2 * epoch, "kl": 1.0 + 0.5 * seed},
+           "mig_mean": 0.01 * (1 + seed + 2 * epoch + di), "eval_size": EVAL}
+    if method == "dense":
+        return rec
+    counts = canned_counts(di, mi, seed, epoch)
+    alive = int((counts[0] > 0).sum())
+    rec.update({
+        "mig_code": 0.02 * (1 + 2 * seed + epoch + mi),
+        "firing_counts": {t: c.tolist() for t, c in zip(TAU_KEYS, counts)},
+        "dead_fraction": {t: float(np.mean(c == 0)) for t, c in zip(TAU_KEYS, counts)},
+        "firing": {t: {"rare_fraction": float(np.mean(c < 1e-3 * EVAL))}
+                   for t, c in zip(TAU_KEYS, counts)},
+        "alignment": {"alive_units": alive, "specific_units": alive // 2},
+    })
+    if method == "l1":
+        rec["l1_coef"] = 0.01 * (1 + seed) * (1 + epoch)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def canned():
+    """The results.json dict :func:`build_results` makes of the canned grid's records."""
+    cfg = collapse.preset_config("smoke", train={
+        "num_units": UNITS, "eval_size": EVAL, "schedule": {"start": KS[0], "end": KS[-1]}})
+    records = {f"{d}-{m}": [canned_record(d, m, s, e) for s in SEEDS for e in range(EPOCHS)]
+               for d, m in cfg.cells()}
+    sources = {d: {"source": "procedural", "location": None} for d in cfg.datasets}
+    results = build_results(cfg, records, sources, wall_time_s=12.3,
+                            config=collapse.config_dict(cfg),
+                            command="python -m experiments collapse --preset smoke --out canned")
+    return results
+
+
+def _dead(di, mi, seed, epoch):
+    return canned_counts(di, mi, seed, epoch) == 0  # [T, U]
+
+
+def test_results_from_canned_records_match_numpy(canned):
+    results = canned
+    cells = results["summary"]["cells"]
+    assert list(cells) == ["dsprites-topk", "dsprites-l1", "shapes3d-topk", "shapes3d-l1",
+                           "dsprites-dense", "shapes3d-dense"]
+    for name, c in cells.items():
+        di, mi = ("dsprites", "shapes3d").index(c["dataset"]), ("topk", "l1", "dense").index(
+            c["method"])
+        assert (c["seeds"], c["epochs"], c["k_final"]) == ([0, 1], EPOCHS, KS[-1])
+        first = [0.01 * (1 + s + di) for s in SEEDS]
+        last = [0.01 * (1 + s + 2 * (EPOCHS - 1) + di) for s in SEEDS]
+        for key, values in (("mig_mean_start", first), ("mig_mean_end", last),
+                            ("l0_final", [KS[-1] - 0.25 * s - 0.5 * mi for s in SEEDS])):
+            assert c[key]["values"] == pytest.approx(values), (name, key)
+            assert c[key]["mean"] == pytest.approx(np.mean(values))
+            assert c[key]["std"] == pytest.approx(np.std(values, ddof=1))
+        if c["method"] == "dense":
+            assert "dead_final" not in c
+            continue
+        for ti, t in enumerate(TAU_KEYS):
+            dead = [100 * _dead(di, mi, s, EPOCHS - 1)[ti].mean() for s in SEEDS]
+            assert c["dead_final"][t]["values"] == pytest.approx(dead)
+            assert c["dead_final"][t]["std"] == pytest.approx(np.std(dead, ddof=1))
+            rare = [100 * np.mean(canned_counts(di, mi, s, EPOCHS - 1)[ti] < 4) for s in SEEDS]
+            assert c["rare_final"][t]["mean"] == pytest.approx(np.mean(rare))
+        # revived during the schedule: dead at some epoch, firing at a later one
+        for si, s in enumerate(SEEDS):
+            dead = np.stack([_dead(di, mi, s, e) for e in range(EPOCHS)])  # [E, T, U]
+            before = np.logical_or.accumulate(dead, axis=0)[:-1]
+            expect = (before & ~dead[1:]).any(axis=0).sum(axis=1)
+            got = [c["revived_during_schedule"][t][si] for t in TAU_KEYS]
+            assert got == expect.tolist(), (name, s)
+        coef = c["l1_coef_final"]
+        assert (coef is None) == (c["method"] == "topk")
+        if coef:
+            assert coef["values"] == pytest.approx([0.01 * (1 + s) * EPOCHS for s in SEEDS])
+    ratios = results["summary"]["shapes3d_over_dsprites"]
+    assert list(ratios) == ["topk", "l1"]
+    for m, r in ratios.items():
+        for t in TAU_KEYS:
+            a, b = cells[f"dsprites-{m}"]["dead_final"][t], cells[f"shapes3d-{m}"]["dead_final"][t]
+            va, vb = np.asarray(a["values"]), np.asarray(b["values"])
+            expect = vb.mean() / va.mean()
+            rel = np.hypot(va.std(ddof=1) / np.sqrt(2) / va.mean(),
+                           vb.std(ddof=1) / np.sqrt(2) / vb.mean())
+            assert r[t]["ratio"] == pytest.approx(expect) and r[t]["se"] == pytest.approx(
+                expect * rel)
+    # death epochs: the epoch each unit's final dead streak began, -1 if alive at the end
+    for run in results["runs"]:
+        if run["method"] == "dense":
+            assert "death_epoch" not in run
+            continue
+        di, mi = ("dsprites", "shapes3d").index(run["dataset"]), ("topk", "l1").index(
+            run["method"])
+        dead = np.stack([_dead(di, mi, run["seed"], e) for e in range(EPOCHS)])
+        streak = np.flip(np.logical_and.accumulate(np.flip(dead, 0), axis=0), 0)  # dead from e on
+        expect = np.where(streak[-1], np.argmax(streak, axis=0), -1)
+        assert [run["death_epoch"][t] for t in TAU_KEYS] == expect.tolist()
+    assert results["paper"]["dead_at_k50_percent"]["shapes3d-l1"] == {"mean": 90.6, "std": 0.5}
+
+
+def test_report_from_canned_records(canned, tmp_path):
+    results = canned
+    figs = write_plots(results, tmp_path)
+    for f, _ in figs:
+        assert (tmp_path / f).read_bytes()[:4] == b"\x89PNG", f
+    report = collapse_render.report_markdown(results, figs)
+    # The text as the report had it before its template (arXiv 2603.18056 cited for the paper's
+    # figures); regenerate this file on purpose only when the report's wording changes.
+    assert report == (HERE / "collapse_canned_report.md").read_text()
+    cells = results["summary"]["cells"]
+    dt, dl = cells["dsprites-topk"]["dead_final"], cells["dsprites-l1"]["dead_final"]
+    row = (f"| dsprites | Top-k | 34.4 ± 0.9 | {dt['0']['mean']:.1f} ± {dt['0']['std']:.1f} | "
+           f"{dt['0.01']['mean']:.1f} ± {dt['0.01']['std']:.1f} |")
+    assert row in report
+    rv = cells["dsprites-l1"]["revived_during_schedule"]["0"]
+    assert ("| dsprites | L1 | " + " | ".join(f"{dl[t]['mean']:.1f} ± {dl[t]['std']:.1f}"
+                                              for t in TAU_KEYS)) in report
+    assert f" | {rv} |\n" in report
+    r = results["summary"]["shapes3d_over_dsprites"]["l1"]["0"]
+    assert f"| L1 | 2.2x | {r['ratio']:.2f} ± {r['se']:.2f} |" in report
+    assert "REFERENCE.md" not in report and "DESIGN.md" not in report
+    # without Shapes3D there is no ratio section, without sparse cells no unit section
+    one = {**results, "summary": {**results["summary"], "shapes3d_over_dsprites": {}}}
+    assert "## Complexity scaling" not in collapse_render.report_markdown(one, figs)
+    dense = {n: c for n, c in results["summary"]["cells"].items() if c["method"] == "dense"}
+    text = collapse_render.report_markdown(
+        {**results, "summary": {"cells": dense, "shapes3d_over_dsprites": {}}}, figs)
+    assert "## What the surviving units" not in text and "| dsprites | dense VAE |" in text
+
+
+def test_revival_continues_the_recorded_sparse_runs_at_the_final_k(canned):
+    results = canned
+    cfg = revival.revival_config(results["config"], 5)
+    assert cfg.cells() == [(d, m) for d in ("dsprites", "shapes3d") for m in ("topk", "l1")]
+    for d, m in cfg.cells():  # each revival run is its collapse run's config, continued
+        want = dict(results["config"]["cells"][f"{d}-{m}"], epochs=5)
+        want["schedule"] = {**want["schedule"], "start": KS[-1], "end": KS[-1], "length": 1}
+        assert to_dict(cfg.train_config(d, m)) == want
+    assert revival.revival_config(results["config"], None).train["epochs"] == 2  # the preset's
+
+
+# --------------------------------------------------------------------------- end to end
+# One dataset, both methods (the only test that trains the L1 arm end to end), one seed, no
+# baseline (the engine's tests train the dense VAE; the canned grid covers its rows): 2 epochs
+# of 2 steps, 32 units, batch 8, 64 evaluation samples (the sizes of the engine tests' tiny run).
+TINY_ARGV = ["--preset", "smoke", "--datasets", "dsprites", "--methods", "topk", "l1",
+             "--no-baseline", "--seeds", "1", "--epochs", "2",
+             "--steps-per-epoch", "2", "--source", "procedural", "--no-tensorboard",
+             *[a for kv in ("num_units=32", "schedule.start=32", "schedule.end=8",
+                            "schedule.length=2", "batch_size=8", "eval_size=64",
+                            "eval_batch=32", "log_every=2") for a in ("--set", kv)]]
+TINY_CELLS = ["dsprites-topk", "dsprites-l1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("collapse") / "study"
+    assert collapse.main(["--out", str(out), *TINY_ARGV]) == 0
+    return out
+
+
 @pytest.mark.slow
-def test_smoke_study_resume_and_revival(tmp_path):
-    out = tmp_path / "study"
-    assert collapse.main(["--preset", "smoke", "--out", str(out), "--source", "procedural",
-                          "--no-tensorboard"]) == 0
+def test_tiny_study_end_to_end(tiny_study):
+    out = tiny_study
     res = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
-    for png in ("dead_fraction_dsprites.png", "dead_fraction_shapes3d.png", "mig.png",
-                "k_schedule.png", "alignment.png", "firing_density.png", "traversals.png"):
+    pngs = ["dead_fraction_dsprites.png", "mig.png", "k_schedule.png", "alignment.png",
+            "firing_density.png", "traversals.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(pngs)
+    for png in pngs:
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
         assert f"]({png})" in report
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(TINY_CELLS)
+    assert all((out / "runs" / c / "DONE").exists() for c in TINY_CELLS)
     cells = res["summary"]["cells"]
-    assert set(cells) == {"dsprites-topk", "dsprites-l1", "shapes3d-topk", "shapes3d-l1",
-                          "dsprites-dense", "shapes3d-dense"}
-    assert len(res["runs"]) == 6 * 2 and res["data"]["dsprites"]["source"] == "procedural"
+    assert list(cells) == TINY_CELLS and len(res["runs"]) == len(TINY_CELLS)
+    assert res["data"]["dsprites"]["source"] == "procedural"
     for name, c in cells.items():
-        assert c["epochs"] == 3 and c["k_final"] == 50
+        assert c["epochs"] == 2 and c["k_final"] == 8 and c["seeds"] == [0]
         for key in ("mig_mean_start", "mig_mean_end"):
             assert all(0.0 <= v <= 1.0 for v in c[key]["values"]), (name, key)
-        if c["method"] == "dense":
-            continue
-        dead = [c["dead_final"][t]["mean"] for t in ("0", "1e-06", "0.001", "0.01")]
+        dead = [c["dead_final"][t]["mean"] for t in TAU_KEYS]
         assert all(0.0 <= d <= 100.0 for d in dead)
         assert dead == sorted(dead), "a higher threshold can only find more dead units"
         if c["method"] == "topk":  # exact Top-k: at most k units fire
-            assert c["l0_final"]["mean"] <= 50.0 + 1e-6
-    # the report quotes the paper and our numbers from results.json
-    assert "| dsprites | Top-k | 34.4 ± 0.9 |" in report
-    dt = cells["dsprites-topk"]["dead_final"]["0"]
-    assert f"{dt['mean']:.1f} ± {dt['std']:.1f}" in report
+            assert c["l0_final"]["mean"] <= 8.0 + 1e-6
+        else:
+            assert c["l1_coef_final"]["n"] == 1
     # per-epoch records hold what the study measures every epoch
-    rec = res["runs"][0]["epochs"][-1]
-    for key in ("k", "eval", "mig_mean", "mig_code", "dead_fraction", "firing", "alignment",
-                "firing_counts"):
-        assert key in rec, key
+    for run in res["runs"]:
+        rec = run["epochs"][-1]
+        keys = {"k", "eval", "mig_mean", "eval_size", "mig_code", "dead_fraction", "firing",
+                "alignment", "firing_counts", *(["l1_coef"] if run["method"] == "l1" else [])}
+        assert keys <= set(rec), (run["cell"], keys - set(rec))
+        assert set(rec["firing"]) >= set(TAU_KEYS) and len(rec["firing_counts"]["0"]) == 32
+    # the recorded configs are the ones the study trained
+    cfg = collapse.config_from_args(collapse.build_parser().parse_args(
+        ["--out", str(out), *TINY_ARGV]))
+    assert res["config"] == json.loads(json.dumps(collapse.config_dict(cfg)))
+    for name in TINY_CELLS:
+        on_disk = json.loads((out / "runs" / name / "config.json").read_text())
+        assert on_disk == res["config"]["cells"][name]
+    # the report is a function of results.json: re-rendered, it is the same text
+    figs = re.findall(r"^!\[(.*)\]\((.*)\)$", report, re.M)
+    assert collapse_render.report_markdown(res, [(f, c) for c, f in figs]) == report
+    dt = cells["dsprites-topk"]["dead_final"]["0"]
+    assert f"| dsprites | Top-k | 34.4 ± 0.9 | {dt['mean']:.1f} ± {dt['std']:.1f} |" in report
 
-    # --resume on a finished study retrains nothing and reproduces the numbers
-    mtime = (out / "runs" / "dsprites-topk" / "metrics.jsonl").stat().st_mtime_ns
-    assert collapse.main(["--preset", "smoke", "--out", str(out), "--source", "procedural",
-                          "--resume", "--no-tensorboard"]) == 0
-    assert (out / "runs" / "dsprites-topk" / "metrics.jsonl").stat().st_mtime_ns == mtime
-    res2 = json.loads((out / "results.json").read_text())
-    assert res2["summary"]["cells"] == res["summary"]["cells"]
 
-    # revival: one more epoch at k = 50 from every sparse run's last checkpoint
-    out2 = tmp_path / "revival"
+@pytest.mark.slow
+def test_resume_of_a_finished_study_retrains_nothing(tiny_study, capsys):
+    out = tiny_study
+    before = json.loads((out / "results.json").read_text())
+    mtimes = {c: (out / "runs" / c / "metrics.jsonl").stat().st_mtime_ns for c in TINY_CELLS}
+    assert collapse.main(["--out", str(out), *TINY_ARGV, "--resume"]) == 0
+    assert "dsprites-l1: finished earlier, 2 records" in capsys.readouterr().out
+    assert {c: (out / "runs" / c / "metrics.jsonl").stat().st_mtime_ns
+            for c in TINY_CELLS} == mtimes
+    after = json.loads((out / "results.json").read_text())
+    assert after["summary"] == before["summary"] and after["runs"] == before["runs"]
+
+
+@pytest.mark.slow
+def test_revival_continues_the_tiny_study(tiny_study, tmp_path):
+    out, out2 = tiny_study, tmp_path / "revival"
+    res = json.loads((out / "results.json").read_text())
     assert revival.main(["--from", str(out), "--out", str(out2), "--epochs", "1",
                          "--no-tensorboard"]) == 0
     rv = json.loads((out2 / "results.json").read_text())
-    assert set(rv["cells"]) == {"dsprites-topk", "dsprites-l1", "shapes3d-topk", "shapes3d-l1"}
+    assert list(rv["cells"]) == TINY_CELLS
+    assert (rv["epochs"], rv["k"]) == (1, 8)
+    cells = res["summary"]["cells"]
     for name, c in rv["cells"].items():
         start = np.asarray(c["dead_at_start"]["0"]["values"])
         np.testing.assert_array_equal(
-            start, [round(500 * s / 100) for s in cells[name]["dead_final"]["0"]["values"]])
+            start, [round(32 * s / 100) for s in cells[name]["dead_final"]["0"]["values"]])
         assert all(0 <= v <= s for v, s in zip(c["ever_revived"]["0"]["values"], start))
-    assert (out2 / "revival.png").exists() and "Revival" in (out2 / "report.md").read_text()
+        for t in TAU_KEYS:  # only units dead at the start can come back
+            assert c["ever_revived"][t]["mean"] <= c["dead_at_start"][t]["mean"]
+        recs = [json.loads(x) for x in
+                (out2 / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        assert [(r["epoch"], r["k"]) for r in recs] == [(0, 8)]
+    assert (out2 / "revival.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out2 / "report.md").read_text()
+    assert report.startswith("# Revival: more epochs at k = 50") and "](revival.png)" in report
+    assert revival.report(rv["cells"], rv) == report
