@@ -1,5 +1,8 @@
 """Test session set-up: four simulated CPU devices, set before JAX initialises.
 
+The suite runs on two pytest-xdist workers per default (``-n 2 --dist loadfile`` in
+pyproject: each test file stays in one worker, so module fixtures are built once).
+
 Every sharded code path is exercised on a laptop CPU this way. Tests that need a
 single device build a one-device mesh (``jax.devices()[:1]``) or run a subprocess
 with ``JAX_NUM_CPU_DEVICES=1``.
@@ -22,6 +25,7 @@ jax.config.update("jax_num_cpu_devices", 4)
 
 @pytest.fixture
 def rng(request):
-    """A fresh numpy Generator per test, seeded from the test's name (reproducible, not constant)."""
+    """A fresh numpy Generator per test, seeded from the test's name (reproducible, not
+    constant)."""
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)

@@ -67,27 +67,29 @@ def run_two_processes(study, module_flags, out: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("api", ["step", "train"])
-def test_two_processes_match_one_process_with_four_devices(tmp_path, api):
-    # "step": the jitted step alone; "train": the whole loop (evaluation, checkpoints).
-    study = ["hybrid", "--steps", "3", "--api", api]
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    # "step": the jitted step alone; "train": the whole loop (evaluation, checkpoints); both
+    # in the same processes, so the three processes start once
+    study = ["hybrid", "--steps", "3", "--api", "both"]
     flags = ["--module", "tests.launch.engine_study"]
     run_single(study, flags, tmp_path / "one")
     run_two_processes(study, flags, tmp_path / "two")
-    one = json.loads((tmp_path / "one" / "history.json").read_text())
-    two = json.loads((tmp_path / "two" / "history.json").read_text())
-    assert (one["devices"], one["processes"]) == (4, 1)
-    assert (two["devices"], two["processes"]) == (4, 2)
-    assert len(one["losses"]) == (3 if api == "step" else 1)  # per step; per epoch
-    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
-    p1, p2 = np.load(tmp_path / "one" / "params.npz"), np.load(tmp_path / "two" / "params.npz")
-    assert p1.files == p2.files and len(p1.files) > 10
-    for k in p1.files:
-        np.testing.assert_allclose(p2[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=k)
-    # and training did something: the parameters are not their initial values
-    init = np.load(tmp_path / "one" / "params0.npz")
-    moved = sum(not np.allclose(init[k], p1[k]) for k in p1.files)
-    assert moved > len(p1.files) // 2
+    for api in ("step", "train"):
+        one_dir, two_dir = tmp_path / "one" / api, tmp_path / "two" / api
+        one = json.loads((one_dir / "history.json").read_text())
+        two = json.loads((two_dir / "history.json").read_text())
+        assert (one["devices"], one["processes"]) == (4, 1)
+        assert (two["devices"], two["processes"]) == (4, 2)
+        assert len(one["losses"]) == (3 if api == "step" else 1)  # per step; per epoch
+        np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+        p1, p2 = np.load(one_dir / "params.npz"), np.load(two_dir / "params.npz")
+        assert p1.files == p2.files and len(p1.files) > 10
+        for k in p1.files:
+            np.testing.assert_allclose(p2[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=f"{api} {k}")
+        # and training did something: the parameters are not their initial values
+        init = np.load(one_dir / "params0.npz")
+        moved = sum(not np.allclose(init[k], p1[k]) for k in p1.files)
+        assert moved > len(p1.files) // 2, api
 
 
 def test_worker_refuses_half_a_rendezvous():

@@ -34,11 +34,12 @@ from sparsejax.train.errors import ConfigError
 from sparsejax.train.seeds import SEED_MAPS
 
 # What a config field affects (its ``metadata["affects"]``):
+#   "model":   the parameters' shapes (and so the program): a checkpoint fits only these;
 #   "program": the compiled step and evaluator, and so the numbers;
 #   "numbers": the numbers a run computes but not its program (runs differing only in these
 #              share one compiled step within a process);
 #   "nothing": neither (the run's length, logging, where files are): may change on resume.
-AFFECTS = ("program", "numbers", "nothing")
+AFFECTS = ("model", "program", "numbers", "nothing")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -81,13 +82,13 @@ class TrainConfig:
     (:mod:`sparsejax.models.conv`); "auto" picks per backend.
     """
 
-    dataset: str = "dsprites"
-    method: str = "topk"
+    dataset: str = option("dsprites", affects="model")
+    method: str = option("topk", affects="model")
     source: str = option("auto", affects="nothing")  # "auto" resolves the same on resume
     data_dir: str | None = option(None, affects="nothing")
-    placement: str = "hidden"
-    num_units: int = 500
-    num_latents: int = 10
+    placement: str = option("hidden", affects="model")
+    num_units: int = option(500, affects="model")
+    num_latents: int = option(10, affects="model")
     beta: float = 1.0
     sae_weight: float = 1.0
     schedule: KSchedule = option(KSchedule(), affects="numbers")  # k is a traced argument
@@ -170,7 +171,7 @@ class TrainConfig:
         """The fields that shape the compiled programs, as a hashable key."""
         d = to_dict(self)
         return tuple((name, json.dumps(d[name], sort_keys=True))
-                     for name in fields_affecting(TrainConfig, "program"))
+                     for name in fields_affecting(TrainConfig, "model", "program"))
 
 
 # ------------------------------------------------------------------------- dict round trip

@@ -146,6 +146,13 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
         return state, int(meta["epoch"]), int(meta["step_in_epoch"])
     if init_from is not None:
         with Checkpointer(Path(init_from) / CHECKPOINT_DIR, create=False) as src:
+            saved, now = src.metadata()["config"], config_lib.to_dict(cfg)
+            differ = [f"{n}: {saved.get(n)!r} there, {now[n]!r} here"
+                      for n in config_lib.fields_affecting(TrainConfig, "model")
+                      if saved.get(n) != now[n]]
+            if differ:
+                raise ConfigError(f"--init-from {init_from} holds a different model ("
+                                  + "; ".join(differ) + "): the model's shape must match")
             state, _ = src.restore(abstract_state(cfg, channels, rep))
         return jax.jit(start_epoch, out_shardings=rep)(state), 0, 0
     return init_state(cfg, channels, rep), 0, 0

@@ -118,3 +118,16 @@ def test_collapse_lock_is_held_while_the_study_runs(tmp_path, capsys, monkeypatc
     assert "DirectoryLockedError" in seen["err"]
     with DirLock(tmp_path / "s"):  # released afterwards
         pass
+
+
+def test_wall_time_adds_up_over_resumed_segments(tmp_path):
+    import time
+
+    from experiments.wall_time import WallTime
+
+    first = WallTime(tmp_path, resume=False)
+    time.sleep(0.05)
+    a = first.total()
+    second = WallTime(tmp_path, resume=True)
+    assert second.earlier == a and second.total() >= a
+    assert WallTime(tmp_path, resume=False).earlier == 0.0  # a fresh run starts from zero

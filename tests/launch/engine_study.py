@@ -6,9 +6,11 @@ every process through the engine's public API:
 
 - ``--api step`` (default): ``init_state`` + ``make_train_step`` on the global mesh, the
   batch rendered on the device from (seed, step), k a traced argument;
-- ``--api train``: the whole loop, :func:`sparsejax.train.train` (evaluation, checkpoints).
+- ``--api train``: the whole loop, :func:`sparsejax.train.train` (evaluation, checkpoints);
+- ``--api both``: the two in turn, in the same processes (one start-up for both).
 
-Process 0 writes the final parameters (``params.npz``) and the losses (``history.json``).
+Process 0 writes the final parameters (``params.npz``) and the losses (``history.json``),
+in ``DIR/<api>/``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--method", default="topk")
-    p.add_argument("--api", default="step", choices=["step", "train"])
+    p.add_argument("--api", default="step", choices=["step", "train", "both"])
     args = p.parse_args(argv[1:])
 
     from sparsejax.train import preset
@@ -40,17 +42,17 @@ def main(argv: list[str] | None = None) -> int:
                  steps_per_epoch=args.steps, num_units=32,
                  schedule={"start": 16, "end": 8, "length": 1},
                  eval_size=64, eval_batch=32, log_every=args.steps)
-    init, state, losses = (_steps if args.api == "step" else _loop)(cfg, args)
-    params = _host(state.params)
-    if jax.process_index() == 0:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez(out / "params.npz", **params)
-        if init is not None:
+    for api in ("step", "train") if args.api == "both" else (args.api,):
+        out = Path(args.out) / api
+        init, state, losses = (_steps if api == "step" else _loop)(cfg, args.steps, out)
+        params = _host(state.params)
+        if jax.process_index() == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            np.savez(out / "params.npz", **params)
             np.savez(out / "params0.npz", **init)
-        (out / "history.json").write_text(json.dumps({
-            "losses": losses, "devices": jax.device_count(),
-            "processes": jax.process_count()}))
+            (out / "history.json").write_text(json.dumps({
+                "losses": losses, "devices": jax.device_count(),
+                "processes": jax.process_count()}))
     return 0
 
 
@@ -60,7 +62,7 @@ def _host(tree) -> dict[str, np.ndarray]:
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _steps(cfg, args):
+def _steps(cfg, steps: int, out: Path):
     import jax.numpy as jnp
 
     from sparsejax.data import get_dataset
@@ -74,17 +76,17 @@ def _steps(cfg, args):
     step = make_train_step(cfg, model_graphdef(cfg, channels), ds, mesh)
     init = _host(state.params)  # before the first step donates the state
     losses = []
-    for t in range(args.steps):
+    for t in range(steps):
         state, metrics = step(state, jnp.asarray(cfg.schedule(0) - t, jnp.int32))
         losses.append([float(v) for v in np.asarray(metrics["loss"])])
     return init, state, losses
 
 
-def _loop(cfg, args):
+def _loop(cfg, steps: int, out: Path):
     from sparsejax.train import init_state, train
 
     init = _host(init_state(cfg, channels=1).params)  # what train() starts from
-    result = train(cfg, Path(args.out) / "run", metrics_fn=None, tensorboard=False,
+    result = train(cfg, out / "run", metrics_fn=None, tensorboard=False,
                    progress_tty=False)
     if result.status != "done":
         raise RuntimeError(f"training ended {result.status}")

@@ -93,6 +93,12 @@ def test_init_from_continues_another_run_with_a_new_schedule(straight, cfg, tmp_
     assert r["train_examples"] == cfg.steps_per_epoch * cfg.batch_size  # accumulators reset
 
 
+def test_init_from_a_different_model_is_one_clear_error(straight, cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"holds a different model \(num_units: 32 there, "
+                                          r"100 here\)"):
+        train(cfg.replace(num_units=100), tmp_path, init_from=straight.out_dir, **QUIET)
+
+
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cfg, tmp_path):
     """Images turn NaN after the first epoch (a host-read dataset, as from a corrupt file)."""
     ds = get_dataset("dsprites", "procedural")
