@@ -145,6 +145,9 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
         state, meta = ckpt.restore(abstract_state(cfg, channels, rep))
         return state, int(meta["epoch"]), int(meta["step_in_epoch"])
     if init_from is not None:
+        if not (Path(init_from) / CHECKPOINT_DIR).is_dir():
+            raise ConfigError(f"--init-from {init_from}: no run there (expected a run "
+                              f"directory with {CHECKPOINT_DIR}/)")
         with Checkpointer(Path(init_from) / CHECKPOINT_DIR, create=False) as src:
             saved, now = src.metadata()["config"], config_lib.to_dict(cfg)
             differ = [f"{n}: {saved.get(n)!r} there, {now[n]!r} here"

@@ -67,8 +67,8 @@ def test_damaged_run_files_are_named(tmp_path, capsys):
 
 def test_init_from_a_missing_run_creates_nothing(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), "--init-from",
-                 str(tmp_path / "none"), *TINY]) == 1
-    _one_line(capsys, "no such directory")
+                 str(tmp_path / "none"), *TINY]) == 2
+    _one_line(capsys, "no run there")
     assert not (tmp_path / "none").exists()
 
 
