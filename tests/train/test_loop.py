@@ -125,6 +125,14 @@ def test_existing_run_is_not_overwritten_and_resume_checks_the_config(straight, 
     with pytest.raises(ConfigError, match=r"cannot resume.*beta.*only .*learning_rate.* may "
                                           r"change on resume"):
         train(cfg.replace(beta=2.0), straight.out_dir, resume=True, **QUIET)
+    # the check reads the config the checkpoint carries, not config.json
+    saved = (straight.out_dir / "config.json").read_text()
+    (straight.out_dir / "config.json").unlink()
+    try:
+        with pytest.raises(ConfigError, match="cannot resume.*beta"):
+            train(cfg.replace(beta=2.0), straight.out_dir, resume=True, **QUIET)
+    finally:
+        (straight.out_dir / "config.json").write_text(saved)
 
 
 def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(cfg, tmp_path):
