@@ -7,13 +7,12 @@ a second sweep, and a task whose process outlived a killed sweep, from running t
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from sparsejax.atomic_io import write_atomic
+from sparsejax.dir_lock import try_flock
 
 from launch.common import LaunchError
 
@@ -41,12 +40,6 @@ def write_json_atomic(path: Path, record: Mapping) -> None:
 
 
 def try_lock(path: Path) -> int | None:
-    """An exclusive ``flock`` on ``path`` (created if need be): its fd, or None if held."""
+    """An exclusive ``flock`` on ``path`` (its folder created): its fd, or None if held."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    return try_flock(path)

@@ -27,6 +27,18 @@ class OutputDirError(ValueError):
     """An output directory cannot be used: empty, a file, under a file, or not writable."""
 
 
+def try_flock(path: str | os.PathLike) -> int | None:
+    """An exclusive, non-blocking ``flock`` on ``path`` (created 0644): its fd, or None if
+    another process holds it. Closing the fd (or the process dying) releases it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def output_path(value: str | os.PathLike) -> Path:
     """``value`` as a path, refusing the empty string (``Path("")`` would be the current
     directory, and a run would scatter its files there)."""
@@ -82,14 +94,11 @@ class DirLock:
             DirLock._held[self.directory] += 1
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = try_flock(self.path)
         except OSError as e:
             raise OutputDirError(f"cannot write {self.path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe(os.read(fd, 4096))
-            os.close(fd)
+        if fd is None:
+            holder = _describe(self.path.read_bytes()[:4096])
             raise DirectoryLockedError(
                 f"{self.directory} is in use by {holder}; wait for that run to finish, stop "
                 "it, or choose another output directory") from None

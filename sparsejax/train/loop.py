@@ -172,8 +172,7 @@ class HybridTrainer(Trainer):
         self.steps_per_epoch = cfg.resolved_steps_per_epoch(len(ds))
         self.run_names = [f"seed {s}" for s in cfg.seeds]
         self.config = config_lib.to_dict(cfg)
-        self.graphdef = model_graphdef(cfg, ds.observation_shape[-1])
-        self.step_fn, self.evaluate, self.reset = _compiled(cfg, ds, mesh)
+        self.graphdef, self.step_fn, self.evaluate, self.reset = _compiled(cfg, ds, mesh)
         self.progress: Progress | None = None
         self._k: tuple[int, jax.Array] | None = None  # (epoch, k of that epoch on device)
         self.step_count = int(jax.device_get(state.step)[0])  # host copy of the global step
@@ -224,7 +223,7 @@ _CACHE_SIZE = 8
 
 
 def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
-    """(step, evaluate, reset) for ``cfg`` on ``mesh``, built once per program."""
+    """(graphdef, step, evaluate, reset) for ``cfg`` on ``mesh``, built once per program."""
     key = (cfg.program_key(), ds.name, ds.source, ds.location, ds.on_device, mesh)
     if key in _CACHE:
         _CACHE.move_to_end(key)
@@ -232,7 +231,7 @@ def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
         graphdef = model_graphdef(cfg, ds.observation_shape[-1])
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.popitem(last=False)
-        _CACHE[key] = (make_train_step(cfg, graphdef, ds, mesh),
+        _CACHE[key] = (graphdef, make_train_step(cfg, graphdef, ds, mesh),
                        make_evaluator(cfg, graphdef, ds, mesh),
                        jax.jit(start_epoch, donate_argnums=0, out_shardings=replicated(mesh)))
     return _CACHE[key]
