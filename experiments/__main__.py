@@ -18,6 +18,11 @@ STUDIES: dict[str, tuple[str, str]] = {
     "train": ("experiments.train", "train one model (hybrid VAE-SAE or dense VAE) and log it"),
     "sae": ("experiments.sae",
             "train a standalone SAE on activation vectors (synthetic by default)"),
+    "heads": ("experiments.heads",
+              "attention heads across model scale on tasks with known ground-truth heads"),
+    "attribution": ("experiments.attribution",
+                    "attribution methods scored against the renderers' ground-truth masks"),
+    "units": ("experiments.units", "per-unit dashboards (PNG + one HTML page) of a trained run"),
     "show-data": ("experiments.show_data", "draw factor sweeps of a dataset as a PNG"),
     "bench": ("experiments.bench", "throughput benchmarks, one JSON object per line"),
 }
