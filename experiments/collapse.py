@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.collapse_paper import cell_name
+from experiments.collapse_paper import ARM_METHOD, CONTROLS, WARMUP, cell_name
 from experiments.wall_time import WallTime
 from sparsejax.atomic_io import write_atomic
 from sparsejax.data import DATASETS, get_dataset
@@ -42,20 +42,25 @@ GRID_FIELDS = ("dataset", "method", "num_seeds", "seed", "source", "data_dir")
 # (the rest keep the ``TrainConfig()`` defaults, which follow the paper). The schedule is the
 # paper's, k 500 -> 50 (arXiv 2603.18056); what each preset costs is measured in the README.
 PRESETS: dict[str, dict[str, Any]] = {
-    # CI: both datasets, both methods and the baselines, 2 seeds, a 3-epoch schedule
-    "smoke": dict(num_seeds=2, revival_epochs=2,
+    # CI: both datasets, every arm and control, 2 seeds, a 3-epoch schedule; learns nothing
+    # (its cells are flagged not evidence), checks that everything runs
+    "smoke": dict(num_seeds=2, revival_epochs=2, warmup_epochs=1,
                   train=dict(epochs=3, steps_per_epoch=20, eval_size=1024, eval_batch=512,
-                             schedule=dict(start=500, end=50, length=3), log_every=10,
-                             controller=dict(gain=0.1))),
-    # a 2-core CPU in about 11 minutes: k 500 -> 50 over 8 epochs, then 2 epochs held
-    "small": dict(num_seeds=3, revival_epochs=10,
-                  train=dict(epochs=10, steps_per_epoch=30, eval_size=2048, eval_batch=1024,
-                             schedule=dict(start=500, end=50, length=8), log_every=50,
-                             controller=dict(gain=0.05))),
-    # the paper: 50 epochs of one pass over the dataset each, k 500 -> 50 over all 50
+                             final_eval_size=2048,
+                             schedule=dict(start=500, end=50, length=3), log_every=10)),
+    # a 2-core CPU in at most 15 minutes, models that learn: dSprites only, 2 seeds, a shared
+    # warm-up, k 500 -> 50 over the first half of 300 steps then held, lr 1e-3 (deviation)
+    "small": dict(num_seeds=2, revival_epochs=4, warmup_epochs=2, datasets=("dsprites",),
+                  train=dict(epochs=4, steps_per_epoch=75, eval_size=1024, eval_batch=512,
+                             final_eval_size=10_000, learning_rate=1e-3,
+                             schedule=dict(start=500, end=50, length=3), log_every=25,
+                             controller=dict(init_coef=0.1))),
+    # the paper: 50 epochs of 11,520 steps (one pass over dSprites) on both datasets,
+    # k 500 -> 50 over all 50; --one-pass gives each dataset its own pass, as the paper
     "paper": dict(num_seeds=3, revival_epochs=100,
-                  train=dict(epochs=50, steps_per_epoch=None, eval_size=10_000, eval_batch=1000,
-                             schedule=dict(start=500, end=50, length=50), log_every=200)),
+                  train=dict(epochs=50, steps_per_epoch=11_520, eval_size=10_000,
+                             eval_batch=1000, schedule=dict(start=500, end=50, length=50),
+                             log_every=200)),
 }
 
 
@@ -78,6 +83,9 @@ class CollapseConfig:
       train: ``TrainConfig`` fields every run sets, relative to ``TrainConfig()`` (nested
         ``schedule`` / ``controller`` as partial dicts); not the ones in :data:`GRID_FIELDS`.
       revival_epochs: epochs the ``revival`` follow-up continues each run at k = 50.
+      controls: also run the controls (:data:`~experiments.collapse_paper.CONTROLS`).
+      warmup_epochs: epochs of a shared warm-up per dataset (ReLU, k = N, no penalty) that
+        every sparse arm and trained control starts from (0: none; each starts fresh).
       source, data_dir: where the images come from (``auto`` prefers real files).
     """
 
@@ -89,22 +97,52 @@ class CollapseConfig:
     seed: int = 0
     train: dict = dataclasses.field(default_factory=_small_train)
     revival_epochs: int = 10
+    controls: bool = True
+    warmup_epochs: int = 0
     source: str = "auto"
     data_dir: str | None = None
 
     def cells(self) -> list[tuple[str, str]]:
-        """``(dataset, method)`` of every run directory, the dense baselines last."""
-        out = [(d, m) for d in self.datasets for m in self.methods]
+        """``(dataset, arm)`` of every run directory in the order they run: the shared
+        warm-ups first (the arms start from them), then the methods, the controls and the
+        dense baselines."""
+        out = [(d, WARMUP) for d in self.datasets] if self.warmup_epochs else []
+        out += [(d, m) for d in self.datasets for m in self.methods]
+        if self.controls:
+            out += [(d, c) for d in self.datasets for c in CONTROLS]
         return out + ([(d, "dense") for d in self.datasets] if self.baseline else [])
 
-    def train_config(self, dataset: str, method: str):
-        """The engine's validated TrainConfig of one cell: ``TrainConfig()`` with ``train``
-        and the grid's fields applied."""
+    def warm_started(self, arm: str) -> bool:
+        """Whether ``arm`` starts from its dataset's shared warm-up."""
+        return bool(self.warmup_epochs) and arm in (*SPARSE_METHODS, "relu_no_penalty",
+                                                     "topk_fixed")
+
+    def train_config(self, dataset: str, arm: str):
+        """The engine's validated TrainConfig of one cell: ``TrainConfig()`` with ``train``,
+        the grid's fields and the arm's own settings applied.
+
+        The arms: ``topk`` and ``l1`` follow the schedule; ``relu_no_penalty`` and the
+        warm-up hold k = N with the ReLU (Top-k at k = N is ReLU: what training alone
+        kills); ``topk_fixed`` holds the schedule's final k from its first step; the
+        ``untrained`` network is evaluated at the final k without a step; ``dense`` trains
+        as long as a warm-up plus a sparse arm.
+        """
         from sparsejax.train import TrainConfig
 
-        return TrainConfig().replace(**{
-            **self.train, "dataset": dataset, "method": method, "num_seeds": self.num_seeds,
-            "seed": self.seed, "source": self.source, "data_dir": self.data_dir})
+        cfg = TrainConfig().replace(**{
+            **self.train, "dataset": dataset, "method": ARM_METHOD[arm],
+            "num_seeds": self.num_seeds, "seed": self.seed, "source": self.source,
+            "data_dir": self.data_dir})
+        n, end = cfg.num_units, cfg.schedule.end
+        if arm in ("relu_no_penalty", WARMUP):
+            cfg = cfg.replace(schedule=dict(start=n, end=n, length=1), topk_relu=True)
+        elif arm in ("topk_fixed", "untrained"):
+            cfg = cfg.replace(schedule=dict(start=end, end=end, length=1))
+        if arm == WARMUP:
+            cfg = cfg.replace(epochs=self.warmup_epochs, final_eval_size=None)
+        elif arm == "dense":
+            cfg = cfg.replace(epochs=cfg.epochs + self.warmup_epochs)
+        return cfg
 
     def validate(self) -> None:
         """Raises ConfigError (naming the field and what was expected) before any work."""
@@ -123,13 +161,16 @@ class CollapseConfig:
         if not isinstance(self.revival_epochs, int) or self.revival_epochs < 1:
             raise ConfigError(f"revival_epochs must be an integer >= 1, got "
                               f"{self.revival_epochs!r}")
+        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be an integer >= 0, got "
+                              f"{self.warmup_epochs!r}")
         grid = sorted(set(self.train) & set(GRID_FIELDS))
         if grid:
             raise ConfigError(f"train fields {grid} are set by the study's grid: use --datasets, "
                               "--methods, --seeds, --seed, --source, --data-dir")
         for d, m in self.cells():
             cfg = self.train_config(d, m)  # the engine validates every field
-            if m != "dense" and cfg.schedule.length > cfg.epochs:
+            if m in SPARSE_METHODS and cfg.schedule.length > cfg.epochs:
                 raise ConfigError(f"the k schedule takes {cfg.schedule.length} epochs but the "
                                   f"run has only {cfg.epochs}: k would never reach "
                                   f"{cfg.schedule.end}")
@@ -160,6 +201,7 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
     ``label`` prefixes the progress lines."""
     from sparsejax.train import train
     from sparsejax.train.logs import read_records
+    from sparsejax.train.loop import evaluate_init
 
     datasets = {d: get_dataset(d, cfg.source, cfg.data_dir) for d in cfg.datasets}
     sources = {d: {"source": ds.source, "location": ds.location} for d, ds in datasets.items()}
@@ -173,10 +215,19 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
                   flush=True)
             continue
         tcfg = cfg.train_config(dataset, method)
+        if method == "untrained":
+            print(f"[{label}] {name}: the initial parameters at k = {tcfg.schedule.end}, "
+                  f"seeds {list(tcfg.seeds)}", flush=True)
+            records[name] = evaluate_init(tcfg, run_dir, dataset=datasets[dataset])
+            write_atomic(run_dir / "DONE", f"{len(records[name])} records\n")
+            continue
         spe = tcfg.resolved_steps_per_epoch(len(datasets[dataset]))
-        print(f"[{label}] {name}: {tcfg.epochs} epochs x {spe} steps, seeds "
-              f"{list(tcfg.seeds)}", flush=True)
         init_from = None if init_root is None else init_root / "runs" / name
+        if init_root is None and cfg.warm_started(method):
+            init_from = out / "runs" / cell_name(dataset, WARMUP)
+        print(f"[{label}] {name}: {tcfg.epochs} epochs x {spe} steps, seeds "
+              f"{list(tcfg.seeds)}" + (f", from {init_from.name}" if init_from else ""),
+              flush=True)
         result = train(tcfg, run_dir, resume=resume, init_from=init_from,
                        dataset=datasets[dataset], tensorboard=tensorboard)
         records[name] = result.history
@@ -223,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", help=f"subset of {list(DATASETS)}")
     p.add_argument("--methods", nargs="+", help=f"subset of {list(SPARSE_METHODS)}")
     p.add_argument("--no-baseline", action="store_true", help="skip the dense VAE baseline")
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the controls (untrained, ReLU without penalty, fixed k)")
+    p.add_argument("--warmup-epochs", type=int,
+                   help="epochs of the shared ReLU warm-up (default: the preset's; 0: none)")
+    p.add_argument("--one-pass", action="store_true",
+                   help="epochs of one pass over each dataset, as the paper (unequal steps)")
     p.add_argument("--source", default="auto", help="auto | procedural | file | tfds")
     p.add_argument("--data-dir", help="real dataset copies (default: $SPARSEJAX_DATA_DIR)")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
@@ -247,7 +304,13 @@ def config_from_args(args) -> CollapseConfig:
         overrides["methods"] = tuple(args.methods)
     if args.no_baseline:
         overrides["baseline"] = False
+    if args.no_controls:
+        overrides["controls"] = False
+    if args.warmup_epochs is not None:
+        overrides["warmup_epochs"] = args.warmup_epochs
     train: dict[str, Any] = {}
+    if args.one_pass:
+        train["steps_per_epoch"] = None
     if args.epochs is not None:
         train["epochs"] = args.epochs
     if args.steps_per_epoch is not None:
@@ -307,15 +370,35 @@ def execute(cfg: CollapseConfig, out: Path, *, resume: bool, command: str,
                   f"Continue with: {command} --resume", file=sys.stderr)
             return 130
         results = build_results(cfg, records, sources, command=command, wall_time_s=wall,
-                                config=config_dict(cfg))
+                                config=config_dict(cfg), recon_floors=recon_floors(cfg))
         write_all(results, out, run_dir_for_traversal=_traversal_run(cfg, out))
     print(f"[collapse] done in {wall:.0f} s: {out / 'report.md'}")
     return 0
 
 
+def recon_floors(cfg: CollapseConfig) -> dict[str, float]:
+    """Per dataset, the mean image's reconstruction loss (nats per image) on the final
+    evaluation set of its first cell (:func:`sparsejax.metrics.mean_image_nll`)."""
+    import jax
+    import numpy as np
+
+    from sparsejax.metrics import mean_image_nll
+    from sparsejax.train.evaluate import eval_factors
+
+    floors = {}
+    for d in cfg.datasets:
+        ds = get_dataset(d, cfg.source, cfg.data_dir)
+        tcfg = cfg.train_config(*next(c for c in cfg.cells() if c[0] == d and c[1] != WARMUP))
+        f = eval_factors(ds, tcfg, tcfg.last_eval_size)
+        render = jax.jit(ds.render) if ds.on_device else ds.render
+        b = tcfg.eval_batch
+        floors[d] = mean_image_nll(np.asarray(render(f[i:i + b])) for i in range(0, len(f), b))
+    return floors
+
+
 def _traversal_run(cfg: CollapseConfig, out: Path) -> Path | None:
     for d, m in cfg.cells():
-        if m != "dense":
+        if m in SPARSE_METHODS:
             return out / "runs" / cell_name(d, m)
     return None
 

@@ -8,6 +8,7 @@ the statistics, plots and report, and imports none of them.
 from __future__ import annotations
 
 PAPER_K = 50  # the paper's final k: its dead-unit rates are measured there
+PAPER_LR = 1e-4  # Adam learning rate of disentanglement_lib, which the paper builds on
 
 # dead-unit rate at k = 50, (mean, std) over seeds, in % (arXiv 2603.18056, abstract)
 PAPER: dict[tuple[str, str], tuple[float, float]] = {
@@ -17,7 +18,17 @@ PAPER: dict[tuple[str, str], tuple[float, float]] = {
 # Shapes3D dead rate / dSprites dead rate, per method (same source)
 PAPER_RATIOS: dict[str, float] = {"topk": 1.8, "l1": 2.2}
 
-METHOD_LABEL = {"topk": "Top-k", "l1": "L1", "dense": "dense VAE"}
+# The arms of one dataset's grid beside the paper's two methods (its results keys):
+# the controls that say what a dead rate means, and the shared warm-up they start from.
+CONTROLS = ("untrained", "relu_no_penalty", "topk_fixed")
+WARMUP = "warmup"
+# the engine method each arm trains (the controls are Top-k models with a fixed k)
+ARM_METHOD = {"topk": "topk", "l1": "l1", "dense": "dense", "untrained": "topk",
+              "relu_no_penalty": "topk", "topk_fixed": "topk", WARMUP: "topk"}
+
+METHOD_LABEL = {"topk": "Top-k", "l1": "L1", "dense": "dense VAE",
+                "untrained": "untrained network", "relu_no_penalty": "ReLU, no penalty",
+                "topk_fixed": "Top-k, final k from the start", WARMUP: "shared warm-up (ReLU)"}
 
 
 def cell_name(dataset: str, method: str) -> str:

@@ -48,7 +48,7 @@ def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
     end = cfg.train_config(cfg.datasets[0], cfg.methods[0]).schedule.end
     train = {**cfg.train, "epochs": n, "schedule": {**cfg.train.get("schedule", {}),
                                                      "start": end, "end": end, "length": 1}}
-    cfg = dataclasses.replace(cfg, baseline=False, train=train)
+    cfg = dataclasses.replace(cfg, baseline=False, controls=False, warmup_epochs=0, train=train)
     cfg.validate()
     return cfg
 

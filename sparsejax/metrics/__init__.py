@@ -16,6 +16,7 @@ from sparsejax.metrics.dead_units import (DEAD_THRESHOLDS, TAU_KEYS, FiringStats
                                           dead_fraction, firing_counts, firing_stats, revival,
                                           tau_key, update_death_epochs)
 from sparsejax.metrics.factor_vae import factor_vae_accuracy, factor_vae_score, factor_vae_votes
+from sparsejax.metrics.floors import binary_entropy_sum, mean_image_nll
 from sparsejax.metrics.information import entropy, histogram_mutual_info, mutual_info_matrix
 from sparsejax.metrics.inputs import dense_labels
 from sparsejax.metrics.mig import MIGDetails, mig, mig_details, mig_from_mi, mig_on_dataset
@@ -38,6 +39,8 @@ __all__ = [
     "factor_vae_accuracy", "factor_vae_score", "factor_vae_votes",
     "explicitness", "modularity", "modularity_explicitness", "modularity_explicitness_on_dataset",
     "sap", "sap_on_dataset",
+    # floors
+    "binary_entropy_sum", "mean_image_nll",
     "gaussian_total_correlation", "gaussian_wasserstein_correlation", "mean_pairwise_mutual_info",
     "unsupervised_on_dataset", "unsupervised_scores",
     # dead units and firing statistics

@@ -21,17 +21,24 @@ from sparsejax.models.conv import dense
 class TopK(nnx.Module):
     """``h = ReLU(TopK(pre, k))``: the k largest pre-activations of each row, negatives zeroed.
 
+    With ``relu=False``, ``h = TopK(pre, k)``: exactly k units active in every row (a
+    negative pre-activation among the k largest stays). With the ReLU, a row has at most k
+    active units, and at k near N about as many as ReLU alone gives (about half).
+
     Args:
       num_units: N, the static bound on k.
       impl: the :func:`sparsejax.ops.topk` implementation (``"auto"``, ``"lax"``, ...).
+      relu: zero the negative values among the k kept.
     """
 
-    def __init__(self, num_units: int, *, impl: str = "auto"):
+    def __init__(self, num_units: int, *, impl: str = "auto", relu: bool = True):
         self.num_units = num_units
         self.impl = impl
+        self.relu = relu
 
     def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
-        return jax.nn.relu(ops.topk(pre_BxN, k, self.impl, k_max=self.num_units))
+        h_BxN = ops.topk(pre_BxN, k, self.impl, k_max=self.num_units)
+        return jax.nn.relu(h_BxN) if self.relu else h_BxN
 
 
 class ReLU(nnx.Module):
@@ -52,6 +59,7 @@ class SparseLayer(nnx.Module):
     """``f [B, D] -> (pre [B, N], h [B, N], f_hat [B, D])`` with a pluggable sparsifier."""
 
     def __init__(self, d_in: int, num_units: int, sparsifier: nnx.Module, *, rngs: nnx.Rngs):
+        self.num_units = num_units
         self.enc = dense(d_in, num_units, rngs)
         self.dec = dense(num_units, d_in, rngs)
         self.sparsify = sparsifier
@@ -65,10 +73,11 @@ class SparseLayer(nnx.Module):
 SPARSIFIERS = {"topk": TopK, "l1": ReLU}
 
 
-def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto") -> nnx.Module:
+def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto",
+                    topk_relu: bool = True) -> nnx.Module:
     """The sparsifier of a training method: ``topk`` -> :class:`TopK`, ``l1`` -> :class:`ReLU`."""
     if method == "topk":
-        return TopK(num_units, impl=topk_impl)
+        return TopK(num_units, impl=topk_impl, relu=topk_relu)
     if method == "l1":
         return ReLU()
     raise ValueError(f"no sparsifier for method {method!r}: expected one of {sorted(SPARSIFIERS)}")

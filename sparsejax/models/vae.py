@@ -50,6 +50,7 @@ class VAEOutputs(NamedTuple):
     h: jax.Array | None = None  # [B, N] sparse code
     sae_recon: jax.Array | None = None  # [B, D] SAE reconstruction (D = 256 or L)
     sae_target: jax.Array | None = None  # [B, D] what it reconstructs (stop-gradiented)
+    h_scale: jax.Array | None = None  # [N] norm of the weights that read each unit of h
 
 
 class VAE(nnx.Module):
@@ -63,12 +64,14 @@ class VAE(nnx.Module):
       placement: ``"hidden"`` (between the 256-d hidden layer and the latent head) or
         ``"latent"`` (on the latent mean).
       topk_impl: :func:`sparsejax.ops.topk` implementation.
+      topk_relu: Top-k keeps ReLU(TopK(pre)) (default) or TopK(pre), exactly k active.
       conv_impl: strided conv formulation (:mod:`sparsejax.models.conv`).
     """
 
     def __init__(self, channels: int, *, method: str = "topk", num_units: int = 500,
                  num_latents: int = 10, hidden: int = 256, placement: str = "hidden",
-                 topk_impl: str = "auto", conv_impl: str = "auto", rngs: nnx.Rngs):
+                 topk_impl: str = "auto", topk_relu: bool = True, conv_impl: str = "auto",
+                 rngs: nnx.Rngs):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         if placement not in PLACEMENTS:
@@ -78,7 +81,8 @@ class VAE(nnx.Module):
         sparse, head_in = None, hidden
         if method != "dense":
             d_in = hidden if placement == "hidden" else num_latents
-            sparsifier = make_sparsifier(method, num_units, topk_impl=topk_impl)
+            sparsifier = make_sparsifier(method, num_units, topk_impl=topk_impl,
+                                         topk_relu=topk_relu)
             sparse = SparseLayer(d_in, num_units, sparsifier, rngs=rngs)
             head_in = num_units if placement == "hidden" else hidden
         self.sparse = nnx.data(sparse)
@@ -96,12 +100,25 @@ class VAE(nnx.Module):
             sp = self.sparse(f, k)
             mu, logvar = self.mean(sp.h), self.logvar(sp.h)
             return VAEOutputs(None, mu, logvar, mu, f, sp.pre, sp.h, sp.recon,
-                              jax.lax.stop_gradient(f))
+                              jax.lax.stop_gradient(f), self.h_scale())
         mu, logvar = self.mean(f), self.logvar(f)
         sp = self.sparse(mu, k)
         # the decoder reads the SAE's reconstruction of the mean: z's centre is mu_hat
         return VAEOutputs(None, mu, logvar, sp.recon, f, sp.pre, sp.h, sp.recon,
-                          jax.lax.stop_gradient(mu))
+                          jax.lax.stop_gradient(mu), self.h_scale())
+
+    def h_scale(self) -> jax.Array:
+        """``[N]``: per unit of h, the L2 norm of every weight that reads it (the SAE
+        decoder's row, and with ``placement="hidden"`` the latent head's rows too).
+
+        The L1 penalty is weighted by it, so it cannot be lowered by shrinking h while the
+        readers grow (the rescaling loophole; Anthropic's April 2024 SAE update weights
+        the L1 term by decoder norms for the same reason).
+        """
+        readers = [self.sparse.dec.kernel[...]]
+        if self.placement == "hidden":
+            readers += [self.mean.kernel[...], self.logvar.kernel[...]]
+        return jnp.sqrt(sum(jnp.sum(jnp.square(w), axis=1) for w in readers))
 
     def __call__(self, x_BxHxWxC: jax.Array, eps_BxL: jax.Array, k: jax.Array) -> VAEOutputs:
         """Full forward pass; ``eps`` is standard normal noise ``[B, L]`` (zeros: z = centre)."""
@@ -118,7 +135,8 @@ def loss_terms(out: VAEOutputs, x_BxHxWxC: jax.Array, *, reduce: bool = True
     - ``kl``: KL(N(mu, exp(logvar)) || N(0, I)) in nats, summed over latents.
     - ``sae``: squared error of the SAE reconstruction, summed over its D features
       (per example, like the other terms).
-    - ``l1``: sum of |h| over units; ``l0``: number of nonzero units.
+    - ``l1``: sum over units of |h| times the norm of the weights that read the unit
+      (:meth:`VAE.h_scale`); ``l0``: number of nonzero units.
 
     Models without a sparse layer report ``sae = l1 = l0 = 0``.
     """
@@ -129,7 +147,7 @@ def loss_terms(out: VAEOutputs, x_BxHxWxC: jax.Array, *, reduce: bool = True
         sae_B = l1_B = l0_B = jnp.zeros_like(recon_B)
     else:
         sae_B = jnp.sum(jnp.square(out.sae_recon - out.sae_target), axis=-1)
-        l1_B = jnp.abs(out.h).sum(-1)
+        l1_B = jnp.abs(out.h) @ out.h_scale
         l0_B = jnp.sum(out.h != 0, axis=-1, dtype=recon_B.dtype)
     terms = {"recon": recon_B, "kl": kl_B, "sae": sae_B, "l1": l1_B, "l0": l0_B}
     return {n: v.mean() for n, v in terms.items()} if reduce else terms

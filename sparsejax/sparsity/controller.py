@@ -1,15 +1,28 @@
 """The L1 arm's coefficient controller: steer the L1 penalty so mean L0 tracks the k schedule.
 
-An integral controller in log space, run inside the jitted step on every batch::
+A PI controller in log space on the smoothed L0, run inside the jitted step on every batch.
+With ``m`` the exponential moving average of the batches' mean L0 and ``k`` the target::
 
-    log c  <-  clip(log c + gain * log((L0 + 1) / (k + 1)),  log c_min, log c_max)
+    e  = log((m + 1) / (k + 1))                          (> 0: too many units active)
+    I <- clip(I + k_i e, log c_min, log c_max)           (integral part)
+    log c = clip(I + k_p e, log c_min, log c_max)        (the coefficient of the next step)
 
-where L0 is the batch's measured mean number of active units and k the schedule's target.
-Too many active units raise the coefficient, too few lower it; the update is
-multiplicative (a ratio error moves c by the same factor at any scale), and the +1 keeps
-it finite when nothing fires. Clipping bounds the integrator (anti-windup), so a long
-phase where the target cannot be met (k above what ReLU alone gives) does not leave c
-stuck orders of magnitude away. ``l0_ema`` smooths the measured L0 for logging only.
+Multiplicative in c, so a ratio error moves c by the same factor at any scale; +1 keeps it
+finite when nothing fires. Two rules keep the integral from winding up, the failure of a
+plain integrator on this plant (ReLU alone gives L0 of about N / 2, so while k is above
+that the error is negative for hundreds of steps and a plain integrator drives c towards
+zero; when k passes below, c must climb back orders of magnitude while the layer, moved
+by Adam at a small learning rate, lags behind):
+
+- no downward integration while the target is falling (``k`` below the previous step's):
+  the target itself is coming down to meet the measured L0;
+- no integration while the smoothed L0 is moving towards the target fast enough to close
+  the error within ``horizon`` steps at its current rate: the layer
+  answers a change of c late (Adam's momentum, the network adapting), so integrating
+  through that delay is what makes the coefficient overshoot by orders of magnitude;
+- the integral never goes below ``init_coef``: the start is the least penalty the arm
+  uses, not a value to be unlearnt. Set it near the coefficient that first bites (at
+  the start of the study's L1 arm a small fraction of the reconstruction's gradient).
 
 The state is a pytree of scalars, checkpointed with the rest of the train state.
 """
@@ -27,7 +40,9 @@ import jax.numpy as jnp
 @flax.struct.dataclass
 class ControllerState:
     log_coef: jax.Array  # float32 scalar: log of the L1 coefficient used by the next step
-    l0_ema: jax.Array  # float32 scalar: exponential moving average of measured L0
+    log_integral: jax.Array  # float32 scalar: the integral part I
+    l0_ema: jax.Array  # float32 scalar: moving average of measured L0 (-1: none yet)
+    k_prev: jax.Array  # float32 scalar: the previous step's target (-1: none yet)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,31 +50,38 @@ class L1Controller:
     """Configuration and pure update rule of the L1 coefficient controller.
 
     Attributes:
-      init_coef: coefficient at step 0 (> 0).
-      gain: integral gain per step, in log-coefficient per unit log-ratio error (>= 0;
-        0 holds the coefficient at ``init_coef``).
-      min_coef, max_coef: clipping range of the coefficient (0 < min <= init <= max).
-      ema: smoothing of the logged L0 (0 <= ema < 1).
+      init_coef: coefficient at step 0 and the integral's floor (> 0).
+      gain: integral gain k_i per step, in log-coefficient per unit log-ratio error (>= 0;
+        0 with ``p_gain`` 0 holds the coefficient at ``init_coef``).
+      p_gain: proportional gain k_p (>= 0).
+      max_coef: upper clip of the coefficient (>= init_coef).
+      ema: smoothing of the measured L0 the controller acts on (0 <= ema < 1).
+      horizon: steps; the integral holds while L0's current rate would close the error
+        within this many steps (about the layer's response time; 0 turns the rule off).
     """
 
-    init_coef: float = 1e-2
-    gain: float = 0.02
-    min_coef: float = 1e-4
+    init_coef: float = 1e-3
+    gain: float = 0.05
+    p_gain: float = 1.0
     max_coef: float = 1e2
-    ema: float = 0.98
+    ema: float = 0.9
+    horizon: float = 25.0
 
     def __post_init__(self):
-        if not 0 < self.min_coef <= self.init_coef <= self.max_coef:
-            raise ValueError("L1 controller needs 0 < min_coef <= init_coef <= max_coef, got "
-                             f"{self.min_coef}, {self.init_coef}, {self.max_coef}")
-        if not self.gain >= 0 or not math.isfinite(self.gain):
-            raise ValueError(f"L1 controller gain must be finite and >= 0, got {self.gain}")
+        if not 0 < self.init_coef <= self.max_coef or not math.isfinite(self.max_coef):
+            raise ValueError("L1 controller needs 0 < init_coef <= max_coef < inf, got "
+                             f"{self.init_coef}, {self.max_coef}")
+        for name in ("gain", "p_gain", "horizon"):
+            v = getattr(self, name)
+            if not v >= 0 or not math.isfinite(v):
+                raise ValueError(f"L1 controller {name} must be finite and >= 0, got {v}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"L1 controller ema must be in [0, 1), got {self.ema}")
 
     def init(self) -> ControllerState:
-        return ControllerState(jnp.asarray(math.log(self.init_coef), jnp.float32),
-                               jnp.asarray(-1.0, jnp.float32))  # -1: no measurement yet
+        log_c = jnp.asarray(math.log(self.init_coef), jnp.float32)
+        none = jnp.asarray(-1.0, jnp.float32)
+        return ControllerState(log_c, log_c, none, none)
 
     @staticmethod
     def coef(state: ControllerState) -> jax.Array:
@@ -70,8 +92,19 @@ class L1Controller:
                ) -> ControllerState:
         """One step of the controller from a batch's measured mean L0 and the target k."""
         l0 = jnp.asarray(l0, jnp.float32)
-        err = jnp.log((l0 + 1.0) / (jnp.asarray(k_target, jnp.float32) + 1.0))
-        log_coef = jnp.clip(state.log_coef + self.gain * err,
-                            math.log(self.min_coef), math.log(self.max_coef))
-        ema = jnp.where(state.l0_ema < 0, l0, self.ema * state.l0_ema + (1 - self.ema) * l0)
-        return ControllerState(log_coef.astype(jnp.float32), ema.astype(jnp.float32))
+        k = jnp.asarray(k_target, jnp.float32)
+        m = jnp.where(state.l0_ema < 0, l0, self.ema * state.l0_ema + (1 - self.ema) * l0)
+        err = jnp.log((m + 1.0) / (k + 1.0))
+        falling = (state.k_prev >= 0) & (k < state.k_prev)
+        # L0 already moving towards the target: the layer lags the coefficient, so more
+        # integral now would overshoot once it arrives
+        rate = jnp.log((m + 1.0) / (jnp.maximum(state.l0_ema, 0.0) + 1.0))  # d log L0
+        approaching = (state.l0_ema >= 0) & (err * rate < 0) & (
+            jnp.abs(rate) * self.horizon >= jnp.abs(err))
+        hold = ((err < 0) & falling) | approaching
+        d_integral = jnp.where(hold, 0.0, self.gain * err)
+        lo, hi = math.log(self.init_coef), math.log(self.max_coef)
+        integral = jnp.clip(state.log_integral + d_integral, lo, hi)
+        log_coef = jnp.clip(integral + self.p_gain * err, lo, hi)
+        return ControllerState(log_coef.astype(jnp.float32), integral.astype(jnp.float32),
+                               m.astype(jnp.float32), k)

@@ -94,6 +94,7 @@ class TrainConfig:
     schedule: KSchedule = option(KSchedule(), affects="numbers")  # k is a traced argument
     controller: L1Controller = L1Controller()
     topk_impl: str = "auto"
+    topk_relu: bool = True  # Top-k: ReLU(TopK(pre)); False: TopK(pre), exactly k active
     conv_impl: str = "auto"
     seed_map: str = "auto"  # how S seeds share the program: vmap | unroll (auto: unroll on CPU)
     # may change on resume (e.g. lower after a divergence): the numbers differ from then on
@@ -102,6 +103,7 @@ class TrainConfig:
     epochs: int = option(50, affects="nothing")
     steps_per_epoch: int | None = option(None, affects="numbers")  # None: one pass over the grid
     eval_size: int = 10_000
+    final_eval_size: int | None = None  # the last epoch's evaluation set (None: eval_size)
     eval_batch: int = 1_000
     eval_seed: int = 0
     thresholds: tuple[float, ...] = DEAD_THRESHOLDS
@@ -121,8 +123,11 @@ class TrainConfig:
         for name in ("num_units", "num_latents", "batch_size", "epochs", "eval_size",
                      "eval_batch", "num_seeds", "log_every", "keep_checkpoints"):
             _check_int(name, getattr(self, name), low=1)
-        if self.steps_per_epoch is not None:
-            _check_int("steps_per_epoch", self.steps_per_epoch, low=1)
+        for name in ("steps_per_epoch", "final_eval_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=1)
+        if not isinstance(self.topk_relu, bool):
+            raise ConfigError(f"topk_relu must be true or false, got {self.topk_relu!r}")
         for name in ("seed", "eval_seed"):
             _check_int(name, getattr(self, name), low=0)
         for name in ("beta", "sae_weight"):
@@ -155,6 +160,20 @@ class TrainConfig:
     @property
     def sparse(self) -> bool:
         return self.method != "dense"
+
+    @property
+    def last_eval_size(self) -> int:
+        """Samples of the last epoch's evaluation (``final_eval_size`` or ``eval_size``)."""
+        return self.final_eval_size or self.eval_size
+
+    def eval_size_at(self, epoch: int) -> int:
+        """Samples of epoch ``epoch``'s evaluation."""
+        return self.last_eval_size if epoch == self.epochs - 1 else self.eval_size
+
+    def k_at(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> int:
+        """The schedule's k at one step: ``schedule`` at the fractional epoch
+        ``epoch + step_in_epoch / steps_per_epoch`` (k moves every step)."""
+        return int(self.schedule(epoch + step_in_epoch / steps_per_epoch))
 
     def resolved_steps_per_epoch(self, dataset_size: int) -> int:
         """Steps of one epoch: ``steps_per_epoch``, or one pass over ``dataset_size`` images."""
@@ -223,10 +242,9 @@ def _nested_changes(cfg: TrainConfig, changes: dict) -> dict:
 # ------------------------------------------------------------------------- presets
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(epochs=3, steps_per_epoch=25, eval_size=1024, eval_batch=512,
-                  schedule=dict(length=3), log_every=10,
-                  controller=dict(gain=0.1)),
+                  schedule=dict(length=3), log_every=10),
     "small": dict(epochs=10, steps_per_epoch=300, eval_size=5000, eval_batch=1000,
-                  schedule=dict(length=8), log_every=50, controller=dict(gain=0.05)),
+                  schedule=dict(length=8), log_every=50),
     "paper": dict(epochs=50, steps_per_epoch=None, eval_size=10_000, eval_batch=1000,
                   schedule=dict(length=50), log_every=200),
 }

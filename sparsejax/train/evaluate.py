@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -88,17 +89,25 @@ class EvalResult:
                        self.factor_names)
 
 
-def eval_factors(dataset: FactorDataset, cfg: TrainConfig) -> np.ndarray:
-    """The fixed evaluation set: int32 ``[eval_size, F]`` drawn from ``eval_seed``."""
-    return np.asarray(dataset.sample_factors(jax.random.key(cfg.eval_seed), cfg.eval_size))
+def eval_factors(dataset: FactorDataset, cfg: TrainConfig, n: int | None = None
+                 ) -> np.ndarray:
+    """A fixed evaluation set: int32 ``[n, F]`` (default ``eval_size``) drawn from
+    ``eval_seed``."""
+    n = cfg.eval_size if n is None else n
+    return np.asarray(dataset.sample_factors(jax.random.key(cfg.eval_seed), n))
 
 
-def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDataset,
-                   mesh: Mesh) -> Callable[[nnx.State, int], EvalResult]:
-    """``evaluate(params_S, k) -> EvalResult`` over the fixed evaluation set."""
-    factors = eval_factors(dataset, cfg)
-    n = factors.shape[0]
-    ndev = mesh.devices.size
+class _EvalSet(NamedTuple):
+    factors: np.ndarray  # int32 [n, F]
+    factors_p: np.ndarray  # int32 [chunks * chunk, F], padded with row 0
+    mask_p: np.ndarray  # float32 [chunks * chunk]: 1 for real rows
+    eps_p: np.ndarray  # float32 [chunks * chunk, L]: fixed reparameterisation noise
+    chunk: int
+    num_chunks: int
+
+
+def _eval_set(dataset: FactorDataset, cfg: TrainConfig, n: int, ndev: int) -> _EvalSet:
+    factors = eval_factors(dataset, cfg, n)
     chunk = -(-min(cfg.eval_batch, n) // ndev) * ndev  # a multiple of the device count
     num_chunks = -(-n // chunk)
     pad = num_chunks * chunk - n
@@ -107,6 +116,15 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
     mask_p = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
     eps_p = np.asarray(jax.random.normal(jax.random.key(cfg.eval_seed + 1),
                                          (num_chunks * chunk, cfg.num_latents)))
+    return _EvalSet(factors, factors_p, mask_p, eps_p, chunk, num_chunks)
+
+
+def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDataset,
+                   mesh: Mesh) -> Callable[..., EvalResult]:
+    """``evaluate(params_S, k, n=eval_size) -> EvalResult`` over the fixed evaluation set
+    of ``n`` samples (the sets of each size are drawn once and kept)."""
+    ndev = mesh.devices.size
+    sets: dict[int, _EvalSet] = {}
     taus = jnp.asarray(cfg.thresholds, jnp.float32)
     x_sharding = batch_sharding(mesh)
     on_device = dataset.on_device
@@ -132,15 +150,19 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
                  in_shardings=(rep, rep, x_sharding, x_sharding, x_sharding),
                  out_shardings=rep)
 
-    def evaluate(params_S: nnx.State, k: int) -> EvalResult:
+    def evaluate(params_S: nnx.State, k: int, n: int | None = None) -> EvalResult:
+        n = cfg.eval_size if n is None else n
+        if n not in sets:
+            sets[n] = _eval_set(dataset, cfg, n, ndev)
+        es = sets[n]
         k_arr = jnp.asarray(k, jnp.int32)
         mus, hs, counts, sums = [], [], 0, None
-        for c in range(num_chunks):
-            sl = slice(c * chunk, (c + 1) * chunk)
-            xin = factors_p[sl] if on_device else np.asarray(dataset.render(factors_p[sl]),
-                                                              np.float32)
+        for c in range(es.num_chunks):
+            sl = slice(c * es.chunk, (c + 1) * es.chunk)
+            xin = (es.factors_p[sl] if on_device
+                   else np.asarray(dataset.render(es.factors_p[sl]), np.float32))
             mu, h, s, cnt = fn(params_S, k_arr, *(global_array(a, x_sharding)
-                                                  for a in (xin, eps_p[sl], mask_p[sl])))
+                                                  for a in (xin, es.eps_p[sl], es.mask_p[sl])))
             mus.append(mu)
             hs.append(h)
             counts = counts + cnt
@@ -148,16 +170,28 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
         mu = np.concatenate(jax.device_get(mus), axis=1)[:, :n]
         h = None if hs[0] is None else np.concatenate(jax.device_get(hs), axis=1)[:, :n]
         terms = {name: np.asarray(v) / n for name, v in jax.device_get(sums).items()}
-        return EvalResult(factors, mu, h, np.asarray(counts), cfg.thresholds, terms, int(k),
+        return EvalResult(es.factors, mu, h, np.asarray(counts), cfg.thresholds, terms, int(k),
                           tuple(dataset.factor_names))
 
     return evaluate
 
 
+SHUFFLE_SEED = 0
+
+
+def shuffled_factors(factors_nxF: np.ndarray, seed: int = SHUFFLE_SEED) -> np.ndarray:
+    """``[n, F]``: each factor column permuted on its own (fixed seed), so the marginals are
+    kept and any dependence on the samples' codes is destroyed."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(col) for col in np.asarray(factors_nxF).T], axis=1)
+
+
 def default_metrics(ev: RunEval) -> dict:
     """The metrics every epoch record gets from :mod:`sparsejax.metrics`.
 
-    - ``mig_mean``: dlib's discrete MIG on the latent mean.
+    - ``mig_mean``: dlib's discrete MIG on the latent mean; ``mig_mean_shuffled``: the same
+      with each factor's column permuted independently (:func:`shuffled_factors`), the
+      estimator's floor at this sample size (no code carries information about them).
     - sparse models only: ``mig_code`` (MIG on the sparse code), ``firing`` (per threshold:
       dead and rare fractions, dense fractions, mean L0, log10 firing-density histogram;
       :func:`sparsejax.metrics.firing_stats`) and ``alignment`` (alive units, units specific
@@ -166,7 +200,8 @@ def default_metrics(ev: RunEval) -> dict:
     """
     from sparsejax.metrics import alignment_from_mi, firing_stats, mig, mig_details
 
-    out = {"mig_mean": float(mig(ev.mu, ev.factors))}
+    out = {"mig_mean": float(mig(ev.mu, ev.factors)),
+           "mig_mean_shuffled": float(mig(ev.mu, shuffled_factors(ev.factors)))}
     if ev.h is not None:
         d = mig_details(ev.h, ev.factors)
         out["mig_code"] = d.score

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from sparsejax.atomic_io import read_json, write_atomic
 from sparsejax.data import SPECS, FactorDataset, get_dataset
 from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.metrics.dead_units import tau_key
+from sparsejax.models import SPARSE_METHODS
 from sparsejax.train import config as config_lib
 from sparsejax.train.checkpoint import Checkpointer
 from sparsejax.train.config import TrainConfig
@@ -40,7 +42,7 @@ from sparsejax.train.engine import (CHECKPOINT_DIR, EpochTiming, Trainer, check_
 from sparsejax.train.errors import ConfigError
 from sparsejax.train.evaluate import EvalResult, RunEval, default_metrics, make_evaluator
 from sparsejax.train.hybrid import model_graphdef
-from sparsejax.train.logs import MetricsLog, Progress
+from sparsejax.train.logs import METRICS_FILE, MetricsLog, Progress
 from sparsejax.train.mesh import batch_sharding, check_batch, global_array, make_mesh, replicated
 from sparsejax.train.state import (LOSS_TERMS, TrainState, abstract_state, init_state,
                                    start_epoch)
@@ -132,6 +134,33 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             ckpt.close()
 
 
+def evaluate_init(cfg: TrainConfig, out_dir: str | Path, *,
+                  metrics_fn: MetricsFn | None = default_metrics,
+                  devices: Sequence[jax.Device] | None = None,
+                  dataset: FactorDataset | None = None) -> list[dict]:
+    """The untrained control: every seed's initial parameters evaluated once at the
+    schedule's final k on the last epoch's evaluation set, no training step.
+
+    Writes ``config.json`` and ``metrics.jsonl`` (one record per seed, ``epoch`` 0, as
+    :func:`epoch_records`) to ``out_dir`` and returns the records. The initial parameters
+    are the ones :func:`train` starts from with the same seeds.
+    """
+    out = output_path(out_dir)
+    mesh = make_mesh(devices)
+    with DirLock(out, enabled=jax.process_index() == 0):
+        ds = dataset if dataset is not None else get_dataset(cfg.dataset, cfg.source,
+                                                              cfg.data_dir)
+        state = init_state(cfg, ds.observation_shape[-1], replicated(mesh))
+        _, _, evaluate, _ = _compiled(cfg, ds, mesh)
+        k = cfg.schedule.end
+        records = epoch_records(cfg, 0, k, state, evaluate(state.params, k, cfg.last_eval_size),
+                                metrics_fn)
+        if jax.process_index() == 0:
+            write_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
+            write_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
 def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpointer,
                      resume: bool, init_from: str | Path | None
                      ) -> tuple[TrainState, int, int]:
@@ -152,13 +181,20 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
             saved, now = src.metadata()["config"], config_lib.to_dict(cfg)
             differ = [f"{n}: {saved.get(n)!r} there, {now[n]!r} here"
                       for n in config_lib.fields_affecting(TrainConfig, "model")
-                      if saved.get(n) != now[n]]
+                      if _shape_of(n, saved.get(n)) != _shape_of(n, now[n])]
             if differ:
                 raise ConfigError(f"--init-from {init_from} holds a different model ("
                                   + "; ".join(differ) + "): the model's shape must match")
             state, _ = src.restore(abstract_state(cfg, channels, rep))
         return jax.jit(start_epoch, out_shardings=rep)(state), 0, 0
     return init_state(cfg, channels, rep), 0, 0
+
+
+def _shape_of(field: str, value):
+    """What a model field says about the parameters' shapes: the Top-k and L1 arms share
+    one sparse layer (their sparsifiers hold no parameters), so either can start from the
+    other's checkpoint."""
+    return "sparse" if field == "method" and value in SPARSE_METHODS else value
 
 
 class HybridTrainer(Trainer):
@@ -174,17 +210,24 @@ class HybridTrainer(Trainer):
         self.config = config_lib.to_dict(cfg)
         self.graphdef, self.step_fn, self.evaluate, self.reset = _compiled(cfg, ds, mesh)
         self.progress: Progress | None = None
-        self._k: tuple[int, jax.Array] | None = None  # (epoch, k of that epoch on device)
+        self._k: tuple[int, jax.Array] | None = None  # (k, the same k on the device)
+        self._last = (0, 0)  # (epoch, step in epoch) of the latest step
         self.step_count = int(jax.device_get(state.step)[0])  # host copy of the global step
         self._key_data = None if ds.on_device else np.asarray(jax.device_get(state.key))
         self._images = batch_sharding(mesh, seed_axis=True)
 
-    def k(self, epoch: int) -> int:
-        return int(self.cfg.schedule(epoch))
+    def k(self, epoch: int, step_in_epoch: int) -> int:
+        """The target k of one step (the schedule moves every step)."""
+        return self.cfg.k_at(epoch, step_in_epoch, self.steps_per_epoch)
+
+    def last_k(self, epoch: int) -> int:
+        """k at the last step of ``epoch``: what its evaluation uses."""
+        return self.k(epoch, self.steps_per_epoch - 1)
 
     def step(self, state: TrainState, epoch: int, step_in_epoch: int):
-        if self._k is None or self._k[0] != epoch:
-            self._k = (epoch, jnp.asarray(self.k(epoch), jnp.int32))
+        k_now = self.k(epoch, step_in_epoch)
+        if self._k is None or self._k[0] != k_now:  # one host-to-device copy per new k
+            self._k = (k_now, jnp.asarray(k_now, jnp.int32))
         k = self._k[1]
         if self.ds.on_device:
             state, metrics = self.step_fn(state, k)
@@ -193,17 +236,18 @@ class HybridTrainer(Trainer):
                                              self.cfg.batch_size), self._images)
             state, metrics = self.step_fn(state, k, images)
         self.step_count += 1
+        self._last = (epoch, step_in_epoch)
         return state, metrics
 
     def log(self, done: int, epoch: int, metrics: dict) -> str:
         self.metrics_log.step_scalars(self.cfg.seeds, done,
                                       {n: metrics[n] for n in (*LOSS_TERMS, "l1_coef")})
         return (f"epoch {epoch + 1}/{self.epochs} loss {float(np.mean(metrics['loss'])):.3f} "
-                f"k {self.k(epoch)} L0 {float(np.mean(metrics['l0'])):.1f}")
+                f"k {self.k(*self._last)} L0 {float(np.mean(metrics['l0'])):.1f}")
 
     def end_epoch(self, state: TrainState, epoch: int, timing: EpochTiming):
-        k = self.k(epoch)
-        ev = self.evaluate(state.params, k)
+        k = self.last_k(epoch)
+        ev = self.evaluate(state.params, k, self.cfg.eval_size_at(epoch))
         records = epoch_records(
             self.cfg, epoch, k, state, ev, self.metrics_fn,
             images_per_s=timing.steps * self.cfg.batch_size * self.cfg.num_seeds

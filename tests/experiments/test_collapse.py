@@ -11,7 +11,9 @@ import pytest
 
 from experiments import collapse, collapse_render, revival
 from experiments.collapse_plots import write_plots
-from experiments.collapse_stats import build_results, mean_std, ratio_with_se, tau_label
+from experiments.collapse_paper import CONTROLS, WARMUP
+from experiments.collapse_stats import (FLAGS, bootstrap_ci, build_results, cell_flags,
+                                       mean_std, ratio_with_se, tau_label)
 from sparsejax.metrics import TAU_KEYS
 from sparsejax.train import ConfigError, TrainConfig
 from sparsejax.train.config import to_dict
@@ -46,19 +48,53 @@ def test_existing_study_needs_resume(tmp_path, capsys):
 
 def test_preset_grid():
     cfg = collapse.preset_config("paper")
-    assert cfg.cells() == [("dsprites", "topk"), ("dsprites", "l1"), ("shapes3d", "topk"),
-                           ("shapes3d", "l1"), ("dsprites", "dense"), ("shapes3d", "dense")]
+    main = [("dsprites", "topk"), ("dsprites", "l1"), ("shapes3d", "topk"), ("shapes3d", "l1")]
+    controls = [(d, c) for d in ("dsprites", "shapes3d") for c in CONTROLS]
+    assert cfg.cells() == main + controls + [("dsprites", "dense"), ("shapes3d", "dense")]
     t = cfg.train_config("shapes3d", "l1")
     assert (t.schedule.start, t.schedule.end, t.schedule.length, t.epochs) == (500, 50, 50, 50)
-    assert t.num_seeds == 3 and t.steps_per_epoch is None  # one pass over the dataset
+    # the same steps per epoch on both datasets by default; --one-pass: the paper's passes
+    assert t.num_seeds == 3 and t.steps_per_epoch == 11_520 and t.last_eval_size == 10_000
+    one_pass = collapse.config_from_args(collapse.build_parser().parse_args(
+        ["--preset", "paper", "--out", "x", "--one-pass"]))
+    assert one_pass.train_config("shapes3d", "topk").steps_per_epoch is None
     with pytest.raises(ConfigError):
         collapse.preset_config("smoke", revival_epochs=0)
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        collapse.preset_config("smoke", warmup_epochs=-1)
 
 
-# what each study preset trains: (epochs, steps, eval size, eval batch, schedule length,
-# log_every, L1 controller gain); everything else is TrainConfig()'s default
-PRESET_RUNS = {"smoke": (3, 20, 1024, 512, 3, 10, 0.1), "small": (10, 30, 2048, 1024, 8, 50, 0.05),
-               "paper": (50, None, 10_000, 1000, 50, 200, 0.02)}
+def test_arms_and_controls_train_what_they_say():
+    cfg = collapse.preset_config("small")
+    assert cfg.datasets == ("dsprites",) and cfg.warmup_epochs > 0
+    assert [a for _, a in cfg.cells()] == [WARMUP, "topk", "l1", *CONTROLS, "dense"]
+    base = cfg.train_config("dsprites", "topk")
+    n, end = base.num_units, base.schedule.end
+    relu = cfg.train_config("dsprites", "relu_no_penalty")
+    assert relu.method == "topk" and relu.topk_relu
+    assert (relu.schedule.start, relu.schedule.end) == (n, n)
+    fixed = cfg.train_config("dsprites", "topk_fixed")
+    assert fixed.k_at(0, 0, 10) == end and fixed.epochs == base.epochs
+    warm = cfg.train_config("dsprites", WARMUP)
+    assert warm.epochs == cfg.warmup_epochs and warm.k_at(0, 0, 10) == n
+    assert cfg.train_config("dsprites", "dense").epochs == base.epochs + cfg.warmup_epochs
+    assert cfg.train_config("dsprites", "untrained").schedule.end == end
+    assert [cfg.warm_started(a) for a in ("topk", "l1", "relu_no_penalty", "topk_fixed",
+                                          "untrained", "dense", WARMUP)] == [True] * 4 + [False] * 3
+    # k moves every step: the schedule at the fractional epoch
+    spe = base.steps_per_epoch
+    ks = [base.k_at(e, i, spe) for e in range(base.epochs) for i in range(spe)]
+    assert ks[0] == 500 and ks[-1] == 50 and len(set(ks)) > 2 * spe
+    assert all(a >= b for a, b in zip(ks, ks[1:]))
+    assert base.k_at(1, spe // 2, spe) == base.schedule(1 + (spe // 2) / spe)
+
+
+# what each study preset trains: (epochs, steps, eval size, final eval size, eval batch,
+# schedule length, log_every, learning rate, L1 controller start); everything else is
+# TrainConfig()'s default
+PRESET_RUNS = {"smoke": (3, 20, 1024, 2048, 512, 3, 10, 1e-4, 1e-3),
+               "small": (4, 75, 1024, 10_000, 512, 3, 25, 1e-3, 0.1),
+               "paper": (50, 11_520, 10_000, None, 1000, 50, 200, 1e-4, 1e-3)}
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_RUNS))
@@ -67,14 +103,17 @@ def test_presets_are_self_contained(name, monkeypatch):
 
     monkeypatch.setattr(config_lib, "PRESETS", {})  # the engine's presets play no part
     cfg = collapse.preset_config(name)
-    epochs, steps, eval_size, eval_batch, length, log_every, gain = PRESET_RUNS[name]
+    epochs, steps, eval_size, final, eval_batch, length, log_every, lr, c0 = PRESET_RUNS[name]
     for d, m in cfg.cells():
+        if m not in ("topk", "l1"):
+            continue
         expect = TrainConfig(
             dataset=d, method=m, num_seeds=cfg.num_seeds, epochs=epochs, steps_per_epoch=steps,
-            eval_size=eval_size, eval_batch=eval_batch, log_every=log_every,
+            eval_size=eval_size, final_eval_size=final, eval_batch=eval_batch,
+            log_every=log_every, learning_rate=lr,
             schedule=dataclasses.replace(TrainConfig().schedule, start=500, end=50,
                                          length=length),
-            controller=dataclasses.replace(TrainConfig().controller, gain=gain))
+            controller=dataclasses.replace(TrainConfig().controller, init_coef=c0))
         assert to_dict(cfg.train_config(d, m)) == to_dict(expect), (d, m)
     assert cfg.preset == name
 
@@ -82,7 +121,7 @@ def test_presets_are_self_contained(name, monkeypatch):
 def test_nested_overrides_merge_with_the_preset():
     cfg = collapse.preset_config("small", train={"schedule": {"kind": "cosine"}})
     s = cfg.train_config("dsprites", "topk").schedule
-    assert (s.kind, s.start, s.end, s.length) == ("cosine", 500, 50, 8)
+    assert (s.kind, s.start, s.end, s.length) == ("cosine", 500, 50, 3)
 
 
 def test_summary_statistics_against_numpy(rng):
@@ -97,6 +136,18 @@ def test_summary_statistics_against_numpy(rng):
     assert mean_std([None, float("nan")])["n"] == 0
 
 
+def test_bootstrap_interval_against_numpy(rng):
+    v = rng.uniform(0, 100, 5)
+    lo, hi = bootstrap_ci(v, draws=4000, seed=3)
+    idx = np.random.default_rng(3).integers(0, 5, (4000, 5))
+    means = v[idx].mean(1)
+    assert (lo, hi) == pytest.approx((np.quantile(means, 0.025), np.quantile(means, 0.975)))
+    assert v.min() <= lo < np.mean(v) < hi <= v.max()
+    # two seeds: the resampled means are a, (a + b) / 2 and b, so the interval is [a, b]
+    assert bootstrap_ci([10.0, 20.0]) == [10.0, 20.0]
+    assert mean_std([3.0])["ci95"] == [3.0, 3.0]
+
+
 def test_threshold_labels_and_template_blocks():
     assert [tau_label(t) for t in TAU_KEYS] == ["0", "1e-6", "1e-3", "1e-2"]
     text = "<!--\nabout\n-->\na $x\n<!-- if b -->\nkept $y\n<!-- end b -->\nend\n"
@@ -107,8 +158,12 @@ def test_threshold_labels_and_template_blocks():
 
 
 # --------------------------------------------------------------------------- canned records
-# A 2-dataset x 2-method (+ dense) grid, 2 seeds, 3 epochs, 6 units, made deterministically by
-# arithmetic: the results and report below are exact functions of these records.
+# The smoke grid (2 datasets x 2 methods, the controls, the warm-up, the dense baselines), 2
+# seeds, 3 epochs, 6 units, made deterministically by arithmetic: the results and report
+# below are exact functions of these records. By construction the L1 and fixed-k cells miss
+# their L0 target and the untrained cell is worse than the mean image (flagged).
+ARMS = ("topk", "l1", "dense", "untrained", "relu_no_penalty", "topk_fixed", WARMUP)
+RECON_FLOOR = 1100.0
 UNITS, EPOCHS, SEEDS, EVAL, KS = 6, 3, (0, 1), 4000, (6, 4, 2)
 COUNT = (0, 0, 0, 2, 3, 5, 8, 12, 20)  # firings on the 4000 samples; 2 and 3 are "rare"
 
@@ -122,11 +177,12 @@ def canned_counts(di: int, mi: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def canned_record(dataset: str, method: str, seed: int, epoch: int) -> dict:
-    di, mi = ("dsprites", "shapes3d").index(dataset), ("topk", "l1", "dense").index(method)
+    di, mi = ("dsprites", "shapes3d").index(dataset), ARMS.index(method)
     rec = {"epoch": epoch, "seed": seed, "k": KS[epoch], "method": method, "dataset": dataset,
-           "eval": {"l0": KS[epoch] - 0.25 * seed - 0.5 * mi, "recon": 1000.0 + 10 * di + seed
-                    + 2 * epoch, "kl": 1.0 + 0.5 * seed},
-           "mig_mean": 0.01 * (1 + seed + 2 * epoch + di), "eval_size": EVAL}
+           "eval": {"l0": KS[epoch] - 0.25 * seed - 0.5 * (mi % 2), "recon": 1000.0 + 10 * di
+                    + seed + 2 * epoch + 200 * (method == "untrained"), "kl": 1.0 + 0.5 * seed},
+           "mig_mean": 0.01 * (1 + seed + 2 * epoch + di),
+           "mig_mean_shuffled": 0.005 * (1 + seed), "eval_size": EVAL}
     if method == "dense":
         return rec
     counts = canned_counts(di, mi, seed, epoch)
@@ -154,6 +210,7 @@ def canned():
     sources = {d: {"source": "procedural", "location": None} for d in cfg.datasets}
     results = build_results(cfg, records, sources, wall_time_s=12.3,
                             config=collapse.config_dict(cfg),
+                            recon_floors={d: RECON_FLOOR for d in cfg.datasets},
                             command="python -m experiments collapse --preset smoke --out canned")
     return results
 
@@ -165,16 +222,43 @@ def _dead(di, mi, seed, epoch):
 def test_results_from_canned_records_match_numpy(canned):
     results = canned
     cells = results["summary"]["cells"]
-    assert list(cells) == ["dsprites-topk", "dsprites-l1", "shapes3d-topk", "shapes3d-l1",
-                           "dsprites-dense", "shapes3d-dense"]
+    assert list(cells) == [
+        "dsprites-warmup", "shapes3d-warmup", "dsprites-topk", "dsprites-l1", "shapes3d-topk",
+        "shapes3d-l1", *(f"{d}-{c}" for d in ("dsprites", "shapes3d") for c in CONTROLS),
+        "dsprites-dense", "shapes3d-dense"]
+    assert results["eval_size_final"] == EVAL
+    floors = results["summary"]["floors"]
+    for d in ("dsprites", "shapes3d"):
+        assert floors[d]["recon_mean_image"] == RECON_FLOOR
+        assert floors[d]["mig_shuffled"] == pytest.approx(np.mean([0.005, 0.010]))
+        assert floors[d]["mig_untrained"] == pytest.approx(
+            np.mean([0.01 * (1 + s + 4 + ("dsprites", "shapes3d").index(d)) for s in SEEDS]))
+        ctl = results["summary"]["controls"][d]
+        assert list(ctl) == list(CONTROLS)
+        for arm in CONTROLS:
+            assert ctl[arm]["dead_final"] == cells[f"{d}-{arm}"]["dead_final"]
+    flagged = [n for n, c in cells.items() if c["flags"]]
+    assert flagged == ["dsprites-l1", "shapes3d-l1", "dsprites-untrained", "dsprites-topk_fixed",
+                       "shapes3d-untrained", "shapes3d-topk_fixed"]
     for name, c in cells.items():
-        di, mi = ("dsprites", "shapes3d").index(c["dataset"]), ("topk", "l1", "dense").index(
-            c["method"])
+        di, mi = ("dsprites", "shapes3d").index(c["dataset"]), ARMS.index(c["method"])
+        # the flags, restated: recon not below the floor; L0 off k by > 10% where k is a
+        # target; MIG not above the shuffled floor (all but the untrained network)
+        l0, recon, mig_end = (c["l0_final"]["mean"], c["recon_final"]["mean"],
+                              c["mig_mean_end"]["mean"])
+        want = ((["recon_not_below_mean_image"] if recon >= RECON_FLOOR else [])
+                + (["l0_misses_k"] if c["method"] in ("topk", "l1", "topk_fixed")
+                   and abs(l0 - KS[-1]) > 0.1 * KS[-1] else [])
+                + (["mig_not_above_shuffled"] if c["method"] != "untrained"
+                   and mig_end <= floors[c["dataset"]]["mig_shuffled"] else []))
+        assert c["flags"] == want, name
+        assert set(c["flags"]) <= set(FLAGS)
+        assert c["flags"] == cell_flags(c, floors[c["dataset"]])
         assert (c["seeds"], c["epochs"], c["k_final"]) == ([0, 1], EPOCHS, KS[-1])
         first = [0.01 * (1 + s + di) for s in SEEDS]
         last = [0.01 * (1 + s + 2 * (EPOCHS - 1) + di) for s in SEEDS]
         for key, values in (("mig_mean_start", first), ("mig_mean_end", last),
-                            ("l0_final", [KS[-1] - 0.25 * s - 0.5 * mi for s in SEEDS])):
+                            ("l0_final", [KS[-1] - 0.25 * s - 0.5 * (mi % 2) for s in SEEDS])):
             assert c[key]["values"] == pytest.approx(values), (name, key)
             assert c[key]["mean"] == pytest.approx(np.mean(values))
             assert c[key]["std"] == pytest.approx(np.std(values, ddof=1))
@@ -195,11 +279,11 @@ def test_results_from_canned_records_match_numpy(canned):
             got = [c["revived_during_schedule"][t][si] for t in TAU_KEYS]
             assert got == expect.tolist(), (name, s)
         coef = c["l1_coef_final"]
-        assert (coef is None) == (c["method"] == "topk")
+        assert (coef is None) == (c["method"] != "l1")
         if coef:
             assert coef["values"] == pytest.approx([0.01 * (1 + s) * EPOCHS for s in SEEDS])
     ratios = results["summary"]["shapes3d_over_dsprites"]
-    assert list(ratios) == ["topk", "l1"]
+    assert list(ratios) == ["topk"]  # the L1 cells are not evidence: no ratio
     for m, r in ratios.items():
         for t in TAU_KEYS:
             a, b = cells[f"dsprites-{m}"]["dead_final"][t], cells[f"shapes3d-{m}"]["dead_final"][t]
@@ -214,8 +298,7 @@ def test_results_from_canned_records_match_numpy(canned):
         if run["method"] == "dense":
             assert "death_epoch" not in run
             continue
-        di, mi = ("dsprites", "shapes3d").index(run["dataset"]), ("topk", "l1").index(
-            run["method"])
+        di, mi = ("dsprites", "shapes3d").index(run["dataset"]), ARMS.index(run["method"])
         dead = np.stack([_dead(di, mi, run["seed"], e) for e in range(EPOCHS)])
         streak = np.flip(np.logical_and.accumulate(np.flip(dead, 0), axis=0), 0)  # dead from e on
         expect = np.where(streak[-1], np.argmax(streak, axis=0), -1)

@@ -55,7 +55,16 @@ def test_topk_gradient_reaches_kept_units_only(rng):
     np.testing.assert_array_equal(np.asarray(g) != 0, kept)
 
 
-def _np_losses(out, x):
+def _np_reader_norms(model, placement):
+    """Per sparse unit, the L2 norm of every weight that reads it, from the raw kernels."""
+    ws = [np.asarray(model.sparse.dec.kernel[...], np.float64)]
+    if placement == "hidden":
+        ws += [np.asarray(model.mean.kernel[...], np.float64),
+               np.asarray(model.logvar.kernel[...], np.float64)]
+    return np.sqrt((np.concatenate(ws, axis=1) ** 2).sum(1))
+
+
+def _np_losses(out, x, scale=None):
     logits, xb = np.asarray(out.logits, np.float64), np.asarray(x, np.float64)
     p = 1 / (1 + np.exp(-logits))
     recon = -(xb * np.log(p) + (1 - xb) * np.log(1 - p)).reshape(len(x), -1).sum(1)
@@ -64,7 +73,8 @@ def _np_losses(out, x):
     h = np.asarray(out.h, np.float64)
     sae = ((np.asarray(out.sae_recon, np.float64) - np.asarray(out.sae_target)) ** 2).sum(1)
     return {"recon": recon.mean(), "kl": kl.mean(), "sae": sae.mean(),
-            "l1": np.abs(h).sum(1).mean(), "l0": (h != 0).sum(1).mean()}
+            "l1": (np.abs(h) * (1.0 if scale is None else scale)).sum(1).mean(),
+            "l0": (h != 0).sum(1).mean()}
 
 
 @pytest.mark.parametrize("method,placement,channels",
@@ -87,7 +97,7 @@ def test_forward_exposes_intermediates_and_losses_match_numpy(method, placement,
     np.testing.assert_allclose(out.z, centre + np.exp(0.5 * out.logvar) * eps, rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_allclose(out.sae_target, out.f if placement == "hidden" else out.mu)
-    want = _np_losses(out, x)
+    want = _np_losses(out, x, _np_reader_norms(model, placement))
     for name, v in want.items():
         np.testing.assert_allclose(float(terms[name]), v, rtol=1e-4, atol=1e-4, err_msg=name)
     per_example = loss_terms(out, x, reduce=False)
@@ -120,3 +130,31 @@ def test_unknown_method_or_placement():
         VAE(1, method="topq", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="placement"):
         VAE(1, placement="middle", rngs=nnx.Rngs(0))
+
+
+def test_topk_without_relu_keeps_exactly_k(rng):
+    pre = jnp.asarray(rng.normal(size=(6, 20)) - 1.0, jnp.float32)  # mostly negative
+    h = np.asarray(TopK(20, relu=False)(pre, jnp.int32(7)))
+    np.testing.assert_array_equal((h != 0).sum(1), 7)
+    ref = np.where(np.asarray(pre) >= np.sort(np.asarray(pre), 1)[:, -7:-6], pre, 0.0)
+    np.testing.assert_allclose(h, ref)
+    assert np.asarray(TopK(20)(pre, jnp.int32(7))).min() >= 0  # the default keeps the ReLU
+
+
+def test_l1_penalty_cannot_be_dodged_by_rescaling(rng):
+    """Shrink the sparse layer's encoder by a and grow every reader of h by a: the model's
+    function is unchanged (ReLU and Top-k commute with a > 0) and so is the weighted L1."""
+    model = VAE(1, method="l1", num_units=16, rngs=nnx.Rngs(1))
+    x = jnp.asarray(rng.uniform(size=(2, 64, 64, 1)) > 0.5, jnp.float32)
+    eps = jnp.zeros((2, 10))
+    before = loss_terms(model(x, eps, jnp.int32(16)), x)
+    a = 4.0
+    for layer in (model.sparse.enc,):
+        layer.kernel[...] = layer.kernel[...] / a
+        layer.bias[...] = layer.bias[...] / a
+    for layer in (model.sparse.dec, model.mean, model.logvar):
+        layer.kernel[...] = layer.kernel[...] * a
+    after = loss_terms(model(x, eps, jnp.int32(16)), x)
+    for name in ("recon", "kl", "l1", "l0"):
+        np.testing.assert_allclose(float(after[name]), float(before[name]), rtol=1e-4,
+                                   err_msg=name)
