@@ -9,6 +9,7 @@ from __future__ import annotations
 
 PAPER_K = 50  # the paper's final k: its dead-unit rates are measured there
 PAPER_LR = 1e-4  # Adam learning rate of disentanglement_lib, which the paper builds on
+PAPER_BATCH = 64  # and its batch size
 
 # dead-unit rate at k = 50, (mean, std) over seeds, in % (arXiv 2603.18056, abstract)
 PAPER: dict[tuple[str, str], tuple[float, float]] = {

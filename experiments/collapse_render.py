@@ -14,8 +14,8 @@ import string
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
-from experiments.collapse_paper import (CONTROLS, METHOD_LABEL, PAPER, PAPER_K, PAPER_LR,
-                                        PAPER_RATIOS, WARMUP)
+from experiments.collapse_paper import (CONTROLS, METHOD_LABEL, PAPER, PAPER_BATCH, PAPER_K,
+                                        PAPER_LR, PAPER_RATIOS, WARMUP)
 from experiments.collapse_stats import FLAGS, first_cell, is_evidence, tau_keys, tau_label
 
 RARE = "fires on < 0.1%"  # sparsejax.metrics.dead_units.MIN_FREQUENCY: dead by frequency
@@ -193,9 +193,9 @@ def report_markdown(results: dict, figs: list[tuple[str, str]]) -> str:
         "controller_gain": ctl["gain"], "controller_p_gain": ctl.get("p_gain", 0.0),
         "controller_ema": ctl["ema"], "controller_init_coef": ctl["init_coef"],
         "learning_rate": cell["learning_rate"],
-        "lr_note": ("" if cell["learning_rate"] == PAPER_LR else
-                    f" (a deviation: the paper's disentanglement_lib setting is {PAPER_LR:g}; "
-                    "raised so that a short run learns)"),
+        "lr_note": ("" if (cell["learning_rate"], cell["batch_size"]) == (PAPER_LR, PAPER_BATCH)
+                    else f" (a deviation: the paper's disentanglement_lib setting is lr "
+                    f"{PAPER_LR:g}, batch {PAPER_BATCH}; changed so that a short CPU run learns)"),
     }
     return fill(load_template("collapse_report.md"), fields,
                 blocks={"ratios": bool(ratios), "units": bool(sparse)})
@@ -228,7 +228,7 @@ def conclusion(results: dict) -> str:
                 out.append(f"{d} {lab} is not evidence ({'; '.join(FLAGS[f] for f in c['flags'])}).")
                 continue
             ctl = controls.get(d, {})
-            parts = [f"{METHOD_LABEL[a].lower()} {ctl[a]['dead_final'][t0]['mean']:.1f}%"
+            parts = [f"{METHOD_LABEL[a]} {ctl[a]['dead_final'][t0]['mean']:.1f}%"
                      for a in CONTROLS if a in ctl and ctl[a]["dead_final"][t0]["mean"] is not None]
             base = max((ctl[a]["dead_final"][t0]["mean"] for a in ("untrained", "relu_no_penalty")
                         if a in ctl and ctl[a]["dead_final"][t0]["mean"] is not None), default=None)

@@ -90,11 +90,11 @@ def test_arms_and_controls_train_what_they_say():
 
 
 # what each study preset trains: (epochs, steps, eval size, final eval size, eval batch,
-# schedule length, log_every, learning rate, L1 controller start); everything else is
+# schedule length, log_every, learning rate, L1 controller start, batch); everything else is
 # TrainConfig()'s default
-PRESET_RUNS = {"smoke": (3, 20, 1024, 2048, 512, 3, 10, 1e-4, 1e-3),
-               "small": (4, 75, 1024, 10_000, 512, 3, 25, 1e-3, 0.1),
-               "paper": (50, 11_520, 10_000, None, 1000, 50, 200, 1e-4, 1e-3)}
+PRESET_RUNS = {"smoke": (3, 20, 1024, 2048, 512, 3, 10, 1e-4, 1e-3, 64),
+               "small": (4, 75, 1024, 10_000, 512, 3, 25, 1e-3, 0.1, 32),
+               "paper": (50, 11_520, 10_000, None, 1000, 50, 200, 1e-4, 1e-3, 64)}
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_RUNS))
@@ -103,14 +103,14 @@ def test_presets_are_self_contained(name, monkeypatch):
 
     monkeypatch.setattr(config_lib, "PRESETS", {})  # the engine's presets play no part
     cfg = collapse.preset_config(name)
-    epochs, steps, eval_size, final, eval_batch, length, log_every, lr, c0 = PRESET_RUNS[name]
+    epochs, steps, eval_size, final, eval_batch, length, log_every, lr, c0, b = PRESET_RUNS[name]
     for d, m in cfg.cells():
         if m not in ("topk", "l1"):
             continue
         expect = TrainConfig(
             dataset=d, method=m, num_seeds=cfg.num_seeds, epochs=epochs, steps_per_epoch=steps,
             eval_size=eval_size, final_eval_size=final, eval_batch=eval_batch,
-            log_every=log_every, learning_rate=lr,
+            log_every=log_every, learning_rate=lr, batch_size=b,
             schedule=dataclasses.replace(TrainConfig().schedule, start=500, end=50,
                                          length=length),
             controller=dataclasses.replace(TrainConfig().controller, init_coef=c0))
@@ -324,15 +324,21 @@ def test_report_from_canned_records(canned, tmp_path):
     assert ("| dsprites | L1 | " + " | ".join(f"{dl[t]['mean']:.1f} ± {dl[t]['std']:.1f}"
                                               for t in TAU_KEYS)) in report
     assert f" | {rv} |\n" in report
-    r = results["summary"]["shapes3d_over_dsprites"]["l1"]["0"]
-    assert f"| L1 | 2.2x | {r['ratio']:.2f} ± {r['se']:.2f} |" in report
+    r = results["summary"]["shapes3d_over_dsprites"]["topk"]["0"]
+    assert f"| Top-k | 1.8x | {r['ratio']:.2f} ± {r['se']:.2f} |" in report
+    # flagged cells say so in their row and stay out of the comparison with the paper
+    assert "| L1 (not evidence) |" in report and "**not evidence**: L0 misses k" in report
+    paper_rows = report.split("## The paper beside this run")[1].split("##")[0]
+    assert "| dsprites | Top-k | 34.4" in paper_rows and "| L1 |" not in paper_rows
+    assert "replication of arXiv 2603.18056 at small scale" in report.splitlines()[0]
     assert "REFERENCE.md" not in report and "DESIGN.md" not in report
     # without Shapes3D there is no ratio section, without sparse cells no unit section
     one = {**results, "summary": {**results["summary"], "shapes3d_over_dsprites": {}}}
     assert "## Complexity scaling" not in collapse_render.report_markdown(one, figs)
     dense = {n: c for n, c in results["summary"]["cells"].items() if c["method"] == "dense"}
     text = collapse_render.report_markdown(
-        {**results, "summary": {"cells": dense, "shapes3d_over_dsprites": {}}}, figs)
+        {**results, "summary": {**results["summary"], "cells": dense,
+                                "shapes3d_over_dsprites": {}}}, figs)
     assert "## What the surviving units" not in text and "| dsprites | dense VAE |" in text
 
 
@@ -352,12 +358,15 @@ def test_revival_continues_the_recorded_sparse_runs_at_the_final_k(canned):
 # baseline (the engine's tests train the dense VAE; the canned grid covers its rows): 2 epochs
 # of 2 steps, 32 units, batch 8, 64 evaluation samples (the sizes of the engine tests' tiny run).
 TINY_ARGV = ["--preset", "smoke", "--datasets", "dsprites", "--methods", "topk", "l1",
-             "--no-baseline", "--seeds", "1", "--epochs", "2",
+             "--no-baseline", "--seeds", "1", "--epochs", "2", "--warmup-epochs", "1",
              "--steps-per-epoch", "2", "--source", "procedural", "--no-tensorboard",
              *[a for kv in ("num_units=32", "schedule.start=32", "schedule.end=8",
                             "schedule.length=2", "batch_size=8", "eval_size=64",
-                            "eval_batch=32", "log_every=2") for a in ("--set", kv)]]
-TINY_CELLS = ["dsprites-topk", "dsprites-l1"]
+                            "eval_batch=32", "final_eval_size=96", "log_every=2")
+               for a in ("--set", kv)]]
+TINY_MAIN = ["dsprites-topk", "dsprites-l1"]
+TINY_CELLS = ["dsprites-warmup", *TINY_MAIN, "dsprites-untrained", "dsprites-relu_no_penalty",
+              "dsprites-topk_fixed"]
 
 
 @pytest.fixture(scope="module")
@@ -383,17 +392,30 @@ def test_tiny_study_end_to_end(tiny_study):
     cells = res["summary"]["cells"]
     assert list(cells) == TINY_CELLS and len(res["runs"]) == len(TINY_CELLS)
     assert res["data"]["dsprites"]["source"] == "procedural"
+    assert res["eval_size_final"] == 96 and res["summary"]["floors"]["dsprites"][
+        "recon_mean_image"] > 0
+    assert list(res["summary"]["controls"]["dsprites"]) == list(CONTROLS)
     for name, c in cells.items():
-        assert c["epochs"] == 2 and c["k_final"] == 8 and c["seeds"] == [0]
+        epochs = {"dsprites-warmup": 1, "dsprites-untrained": 1}.get(name, 2)
+        k = 32 if name in ("dsprites-warmup", "dsprites-relu_no_penalty") else 8
+        assert (c["epochs"], c["k_final"], c["seeds"]) == (epochs, k, [0]), name
+        # four steps learn nothing: every cell is flagged, none is evidence
+        assert "recon_not_below_mean_image" in c["flags"], name
+        assert c["eval_size_final"] == (64 if name == "dsprites-warmup" else 96)
         for key in ("mig_mean_start", "mig_mean_end"):
             assert all(0.0 <= v <= 1.0 for v in c[key]["values"]), (name, key)
         dead = [c["dead_final"][t]["mean"] for t in TAU_KEYS]
         assert all(0.0 <= d <= 100.0 for d in dead)
         assert dead == sorted(dead), "a higher threshold can only find more dead units"
-        if c["method"] == "topk":  # exact Top-k: at most k units fire
+        if c["method"] in ("topk", "topk_fixed", "untrained"):  # exact Top-k: at most k fire
             assert c["l0_final"]["mean"] <= 8.0 + 1e-6
-        else:
-            assert c["l1_coef_final"]["n"] == 1
+        assert (c["l1_coef_final"] is not None) == (c["method"] == "l1")
+    assert "not evidence" in report and "No cell of this run is evidence" in report
+    # the sparse arms and the trained controls start from the warm-up's checkpoint
+    warm = res["runs"][0]["epochs"][-1]["step"]
+    for run in res["runs"]:
+        if run["method"] in ("topk", "l1", "relu_no_penalty", "topk_fixed"):
+            assert run["epochs"][0]["step"] == warm + 2, run["cell"]
     # per-epoch records hold what the study measures every epoch
     for run in res["runs"]:
         rec = run["epochs"][-1]
@@ -412,7 +434,8 @@ def test_tiny_study_end_to_end(tiny_study):
     figs = re.findall(r"^!\[(.*)\]\((.*)\)$", report, re.M)
     assert collapse_render.report_markdown(res, [(f, c) for c, f in figs]) == report
     dt = cells["dsprites-topk"]["dead_final"]["0"]
-    assert f"| dsprites | Top-k | 34.4 ± 0.9 | {dt['mean']:.1f} ± {dt['std']:.1f} |" in report
+    assert (f"| dsprites | Top-k (not evidence) | {dt['mean']:.1f} ± {dt['std']:.1f} |"
+            in report)
 
 
 @pytest.mark.slow
@@ -435,7 +458,7 @@ def test_revival_continues_the_tiny_study(tiny_study, tmp_path):
     assert revival.main(["--from", str(out), "--out", str(out2), "--epochs", "1",
                          "--no-tensorboard"]) == 0
     rv = json.loads((out2 / "results.json").read_text())
-    assert list(rv["cells"]) == TINY_CELLS
+    assert list(rv["cells"]) == TINY_MAIN
     assert (rv["epochs"], rv["k"]) == (1, 8)
     cells = res["summary"]["cells"]
     for name, c in rv["cells"].items():

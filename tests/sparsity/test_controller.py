@@ -86,7 +86,7 @@ def test_closed_loop_tracks_a_falling_target_through_a_lagging_plant():
     """Plant with the real layer's traits: ReLU alone gives L0 = 250; the equilibrium
     L0*(c) = 250 / (1 + (c / 0.3)^0.8); L0 follows it with a 25-step lag. The target falls
     500 -> 50 over 150 steps, then holds for 150: at the end L0 is within 10% of k."""
-    c = L1Controller(init_coef=0.1, gain=0.05, p_gain=1.0, ema=0.9)
+    c = L1Controller(init_coef=0.1, gain=0.05, p_gain=1.0, ema=0.9, horizon=25.0)  # its lag
     ks = jnp.concatenate([jnp.linspace(500, 50, 150).round(), jnp.full(150, 50.0)])
 
     def body(carry, k):
