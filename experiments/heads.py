@@ -42,7 +42,7 @@ from sparsejax.interp.heads import (DUPLICATE_THRESHOLD, GROUND_TRUTH_THRESHOLD,
                                     INDUCTION_THRESHOLD, LABELS, POSITIONAL_THRESHOLD,
                                     PREVIOUS_TOKEN_THRESHOLD, SPECIALISED)
 from sparsejax.train.config import option
-from sparsejax.train.errors import ConfigError
+from sparsejax.train.errors import ConfigError, RunExistsError
 
 RUNS_DIR = "runs"
 # The issue's checks on the small preset: in every two-layer model on repeated_tokens some
@@ -66,7 +66,7 @@ class HeadsStudyConfig:
     seq_len: int = 32
     min_repeat: int = 8
     mlp: bool = False
-    positions: str = "learned"
+    positions: str = "rotary"
     mlp_topk: int = 0
     attn_topk: int = 0
     batch_size: int = 32
@@ -133,10 +133,10 @@ PRESETS: dict[str, HeadsStudyConfig] = {
     # CI: a one-layer control and a two-layer model, one task, one seed: < 2 min on 2 cores
     "smoke": HeadsStudyConfig(scales=((1, 2, 32), (2, 2, 32)), tasks=("repeated_tokens",),
                               seeds=(0,), epochs=3, steps_per_epoch=100, eval_batch=32),
-    # a 2-core CPU in about 10 minutes: depth 1-3, 2-8 heads, two tasks, two seeds
+    # a 2-core CPU in about 10 minutes: depth 1-3, 2-4 heads, two tasks, two seeds
     "small": HeadsStudyConfig(scales=((1, 4, 64), (2, 2, 64), (2, 4, 64), (3, 4, 64)),
-                              tasks=("repeated_tokens", "bigram"), seeds=(0, 1), epochs=8,
-                              steps_per_epoch=200),
+                              tasks=("repeated_tokens", "bigram"), seeds=(0, 1), epochs=6,
+                              steps_per_epoch=200, eval_batch=32),
     # an accelerator: depth 1-4, width 64-256, up to 16 heads, every task, 5 seeds
     "paper": HeadsStudyConfig(scales=((1, 4, 64), (2, 4, 64), (2, 8, 128), (3, 8, 128),
                                       (4, 8, 256), (4, 16, 256)),
@@ -296,40 +296,43 @@ def _fmt(x, spec=".3f"):
 
 
 def answer(res: dict) -> str:
-    """The paragraph on the seed's question, from the numbers."""
-    rows = [r for r in res["by_scale"] if r["layers"] >= 2]
-    if len(rows) < 2:
-        return ("Only one multi-layer scale was trained, so this run cannot say how head "
-                "specialisation changes with scale.")
-    rows = sorted(rows, key=lambda r: (r["heads_total"], r["width"]))
-    small, large = rows[0], rows[-1]
-    fr = [r["specialised_fraction"] for r in rows]
-    counts = [r["specialised_fraction"] * r["heads_total"] for r in rows]
-    onset = [(r["heads_total"], r["induction_onset_step"]) for r in rows
-             if r["task"] == INDUCTION_TASK and r["induction_onset_step"] is not None]
-    trend = ("rises" if fr[-1] - fr[0] > 0.1 else "falls" if fr[0] - fr[-1] > 0.1
-             else "stays roughly flat")
-    text = (f"Across the multi-layer models trained here ({len(rows)} scale-task cells, "
-            f"{small['heads_total']} to {large['heads_total']} heads), the fraction of heads "
-            f"with a label {trend}: from {fr[0]:.2f} (L{small['layers']} H{small['heads']} "
-            f"D{small['width']}, {small['task']}) to {fr[-1]:.2f} (L{large['layers']} "
-            f"H{large['heads']} D{large['width']}, {large['task']}); the number of labelled "
-            f"heads goes from {counts[0]:.1f} to {counts[-1]:.1f}. ")
-    if onset:
-        text += ("Induction heads formed at (heads, mean step) "
-                 + ", ".join(f"({h}, {s:.0f})" for h, s in onset)
-                 + f", at the resolution of one evaluation every {res['config']['steps_per_epoch']}"
-                 " steps. ")
-    text += ("So in these models, larger means more labelled heads in number"
-             + (" and in proportion" if trend == "rises" else ", not in proportion"
-                if trend != "rises" else "")
-             + ". What this does not show: these are toy tasks that need one or two circuits, "
-             "so extra heads have nothing more to specialise in; the scales span one order of "
-             "magnitude at most, on few seeds; the labels rest on fixed thresholds (stated "
-             "above) over one evaluation batch; and a head can matter without a label, or "
-             "carry a label without mattering (see the ablation table). Whether language-model "
-             "scale brings proportionally more interpretable heads is not tested here.")
-    return text
+    """The paragraph on the seed's question, from the numbers (per task, multi-layer
+    models ordered by their number of heads)."""
+    parts, trends = [], []
+    for task in res["config"]["tasks"]:
+        rows = sorted((r for r in res["by_scale"] if r["layers"] >= 2 and r["task"] == task),
+                      key=lambda r: (r["heads_total"], r["width"]))
+        if len(rows) < 2:
+            continue
+        fr = [r["specialised_fraction"] for r in rows]
+        trend = ("rises" if fr[-1] - fr[0] > 0.1 else "falls" if fr[0] - fr[-1] > 0.1
+                 else "stays roughly flat")
+        trends.append(trend)
+        seq = ", ".join(f"{r['heads_total']} heads (L{r['layers']} D{r['width']}): "
+                        f"{r['specialised_fraction']:.2f} = "
+                        f"{r['specialised_fraction'] * r['heads_total']:.1f} heads"
+                        for r in rows)
+        onset = [f"{r['heads_total']} heads: step {r['induction_onset_step']:.0f} "
+                 f"({r['induction_formed']} seeds)" for r in rows
+                 if r["induction_onset_step"] is not None]
+        parts.append(f"On `{task}` the fraction of labelled heads {trend} with scale ({seq})"
+                     + (f"; induction heads formed at {', '.join(onset)}" if onset else "")
+                     + ".")
+    if not parts:
+        return ("Fewer than two multi-layer scales were trained per task, so this run cannot "
+                "say how head specialisation changes with scale.")
+    verdict = ("larger models here have proportionally more labelled heads"
+               if trends and all(t == "rises" for t in trends) else
+               "larger models here do not have proportionally more labelled heads "
+               "(they may have more in number, since they have more heads)")
+    return (" ".join(parts) + f" So, measured this way, {verdict}. Onset steps have the "
+            f"resolution of one evaluation every {res['config']['steps_per_epoch']} steps. "
+            "What this does not show: these are toy tasks that need one or two circuits, so "
+            "extra heads have little more to specialise in; the scales span one order of "
+            "magnitude at most, on few seeds; the labels rest on fixed thresholds (stated "
+            "below) over one evaluation batch; and a head can matter without a label, or carry "
+            "a label without mattering (see the ablation table). Whether language-model scale "
+            "brings proportionally more interpretable heads is not tested here.")
 
 
 def report_md(res: dict) -> str:
@@ -459,8 +462,9 @@ def plots(res: dict, patterns: dict, out: Path) -> None:
         a.plot(e["curves"]["steps"], e["curves"]["induction"], ls, color=color, label=label)
         b.plot(e["curves"]["steps"], e["curves"]["specialised_fraction"], ls, color=color)
     a.axhline(INDUCTION_THRESHOLD, color="k", lw=0.8, ls=":")
-    a.set(xlabel="step", ylabel="max induction score", title="formation")
-    b.set(xlabel="step", ylabel="fraction of heads labelled", title="specialisation")
+    a.set(xlabel="step", ylabel="max induction score", title="formation", ylim=(0, 1))
+    b.set(xlabel="step", ylabel="fraction of heads labelled", title="specialisation",
+          ylim=(0, 1))
     a.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out / "heads_curves.png")
@@ -522,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     out = output_path(args.out)
     if args.resume and not (out / RUNS_DIR).is_dir():
         raise FileNotFoundError(f"--resume: no study in {out} (no {RUNS_DIR}/ directory)")
+    if not args.resume and (out / RUNS_DIR).exists():
+        raise RunExistsError(f"{out} already holds a study; continue it with --resume or "
+                             "choose another --out")
     command = "python -m experiments heads " + shlex.join(
         sys.argv[2:] if argv is None else argv)
     res = execute(cfg, args.preset, out, resume=args.resume, progress=not args.no_progress,

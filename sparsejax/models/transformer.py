@@ -128,7 +128,7 @@ class Attention(nnx.Module):
         self.W_V = _normal(rngs, (h, d, k), d ** -0.5)
         self.W_O = _normal(rngs, (h, k, d), (h * k) ** -0.5)
 
-    def __call__(self, x_BxTxD, mask_H, fill_HxTxD=None):
+    def __call__(self, x_BxTxD, mask_BxH, fill_HxTxD=None):
         cfg = self.cfg
         q = jnp.einsum("btd,hdk->bhtk", x_BxTxD, self.W_Q[...])
         k = jnp.einsum("btd,hdk->bhtk", x_BxTxD, self.W_K[...])
@@ -144,7 +144,7 @@ class Attention(nnx.Module):
         A_BxHxTxT = jax.nn.softmax(s_BxHxTxT, axis=-1)
         z_BxHxTxK = jnp.einsum("bhts,bhsk->bhtk", A_BxHxTxT, v)
         o_BxHxTxD = jnp.einsum("bhtk,hkd->bhtd", z_BxHxTxK, self.W_O[...])
-        m = mask_H[None, :, None, None]
+        m = mask_BxH[:, :, None, None]
         o_BxHxTxD = m * o_BxHxTxD
         if fill_HxTxD is not None:
             o_BxHxTxD = o_BxHxTxD + (1 - m) * fill_HxTxD[None]
@@ -182,8 +182,8 @@ class Block(nnx.Module):
         self.ln_mlp = nnx.LayerNorm(cfg.width, rngs=rngs) if cfg.mlp else None
         self.mlp = MLP(cfg, rngs=rngs) if cfg.mlp else None
 
-    def __call__(self, x_BxTxD, mask_H, fill_HxTxD=None):
-        A_BxHxTxT, o_BxHxTxD = self.attn(self.ln_attn(x_BxTxD), mask_H, fill_HxTxD)
+    def __call__(self, x_BxTxD, mask_BxH, fill_HxTxD=None):
+        A_BxHxTxT, o_BxHxTxD = self.attn(self.ln_attn(x_BxTxD), mask_BxH, fill_HxTxD)
         x_BxTxD = x_BxTxD + o_BxHxTxD.sum(1)
         if self.mlp is not None:
             x_BxTxD = x_BxTxD + self.mlp(self.ln_mlp(x_BxTxD))
@@ -207,7 +207,8 @@ class Transformer(nnx.Module):
         """Forward pass of int tokens ``[B, T]`` (T <= max_len).
 
         Args:
-          head_mask_LxH: per-head scale of its output (default all ones).
+          head_mask_LxH: per-head scale of its output (default all ones); ``[L, H]``, or
+            ``[B, L, H]`` for one mask per sequence (per-sequence gradients in one pass).
           fill_LxHxTxD: what a head with mask 0 writes instead (e.g. its mean output over a
             batch: mean ablation); default zeros.
         """
@@ -215,15 +216,17 @@ class Transformer(nnx.Module):
         T = tokens_BxT.shape[1]
         if T > cfg.max_len:
             raise ValueError(f"Transformer: sequence length {T} > max_len={cfg.max_len}")
+        B = tokens_BxT.shape[0]
         if head_mask_LxH is None:
             head_mask_LxH = jnp.ones((cfg.layers, cfg.heads), jnp.float32)
+        mask_BxLxH = jnp.broadcast_to(head_mask_LxH, (B, cfg.layers, cfg.heads))
         x_BxTxD = self.embed[...][tokens_BxT]
         if self.pos is not None:
             x_BxTxD = x_BxTxD + self.pos[...][:T]
         patterns, outs = [], []
         for l, block in enumerate(self.blocks):
             fill = None if fill_LxHxTxD is None else fill_LxHxTxD[l]
-            x_BxTxD, A, o = block(x_BxTxD, head_mask_LxH[l], fill)
+            x_BxTxD, A, o = block(x_BxTxD, mask_BxLxH[:, l], fill)
             patterns.append(A)
             outs.append(o)
         logits_BxTxV = self.ln_final(x_BxTxD) @ self.unembed[...]

@@ -20,6 +20,7 @@ from __future__ import annotations
 # H heads per layer, D width.
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -141,7 +142,8 @@ def init_state(cfg: tfm.TransformerConfig, tcfg: HeadsTrainConfig) -> Transforme
         params = model.init(jax.random.key(seed))
         return params, tx.init(params)
 
-    params, opt_state = jax.vmap(one)(jnp.asarray(tcfg.seeds, jnp.uint32))
+    # seed by seed, then stacked: eager ops compile once and are reused for every seed
+    params, opt_state = jax.tree.map(lambda *xs: jnp.stack(xs), *[one(s) for s in tcfg.seeds])
     S = len(tcfg.seeds)
     return TransformerState(params, opt_state, jnp.zeros((S,), jnp.int32),
                             jnp.full((S,), -1, jnp.int32))
@@ -202,26 +204,33 @@ def head_metrics(model: TransformerModel, params, batch: sequences.SequenceBatch
     """Every head's metrics ``[L, H]`` (:data:`HEAD_METRICS`, ``label``), the in-context
     loss, and the patterns of the batch's first sequence ``[L, H, T, T]``, of one run.
 
-    Importance uses the in-context loss (positions whose target the context determines):
-    gradient importance is Michel et al. (2019)'s ``E_x |dL(x)/dm|`` over the sequences;
-    ablation importance replaces one head's output by its mean over the batch (per
-    position) and reports the loss increase.
+    Importance uses the in-context loss (positions whose target the context determines).
+    A masked head writes ``m o_h + (1 - m) mean(o_h)`` (its mean over the batch, per
+    position). Ablation importance: the loss increase at ``m = 0`` for that head alone.
+    Gradient importance: Michel et al. (2019)'s ``E_x |dL(x)/dm|`` over the sequences at
+    ``m = 1`` (one backward pass with a mask per sequence), here the first-order estimate
+    of the mean-ablation change rather than of zeroing the head.
     """
     cfg = model.cfg
     out = model.apply(params, batch.tokens)
     scores = heads.pooled_scores(out.patterns, batch.tokens, batch.attend)
     fill_LxHxTxD = jnp.mean(out.head_out, 0)
 
-    def loss_of_mask(mask_LxH, tok_BxT=batch.tokens, tgt=batch.targets, w=batch.known):
-        o = model.apply(params, tok_BxT, mask_LxH, fill_LxHxTxD)
-        return tfm.token_loss(o.logits, tgt, w)
+    def loss_of_mask(mask_LxH):
+        o = model.apply(params, batch.tokens, mask_LxH, fill_LxHxTxD)
+        return tfm.token_loss(o.logits, batch.targets, batch.known)
 
-    def one_seq(tok_T, tgt_T, w_T):
-        return heads.gradient_importance(
-            lambda m: loss_of_mask(m, tok_T[None], tgt_T[None], w_T[None]),
-            (cfg.layers, cfg.heads))
+    def summed_sequence_losses(mask_BxLxH):  # sequence b's loss depends on mask b only
+        o = model.apply(params, batch.tokens, mask_BxLxH, fill_LxHxTxD)
+        logp = jax.nn.log_softmax(o.logits, -1)
+        nll_BxT = -jnp.take_along_axis(logp, jnp.maximum(batch.targets, 0)[..., None], -1)[
+            ..., 0]
+        w_BxT = batch.known
+        return jnp.sum(jnp.sum(nll_BxT * w_BxT, -1) / jnp.maximum(jnp.sum(w_BxT, -1), 1))
 
-    grad_imp = jnp.mean(jax.vmap(one_seq)(batch.tokens, batch.targets, batch.known), 0)
+    B = batch.tokens.shape[0]
+    grad_imp = jnp.mean(heads.gradient_importance(summed_sequence_losses,
+                                                  (B, cfg.layers, cfg.heads)), 0)
     abl = heads.ablation_importance(loss_of_mask, (cfg.layers, cfg.heads))
     scores = {**scores, "gradient_importance": grad_imp, "ablation_importance": abl}
     return {**scores, "label": heads.label_heads(scores),
@@ -242,11 +251,6 @@ def make_evaluator(cfg: tfm.TransformerConfig, task: sequences.TaskConfig,
     return lambda params: jitted(params, batch)
 
 
-class EvalRecord(NamedTuple):
-    step: int
-    per_seed: list[dict]  # JSON-ready records, one per seed
-
-
 class HeadsResult(NamedTuple):
     """What :func:`train` returns: the final state, every evaluation record (from
     ``metrics.jsonl``, one per seed and epoch), the final evaluation (arrays ``[S, ...]``),
@@ -263,6 +267,21 @@ def _json(x):
     return np.asarray(x).round(6).tolist()
 
 
+@functools.lru_cache(maxsize=8)
+def _programs(cfg, task, tcfg: HeadsTrainConfig, mesh: Mesh):
+    gdef = tfm.graphdef(cfg)
+    return (make_train_step(cfg, task, tcfg, mesh, gdef),
+            make_evaluator(cfg, task, tcfg, mesh, gdef))
+
+
+def programs(cfg: tfm.TransformerConfig, task: sequences.TaskConfig, tcfg: HeadsTrainConfig,
+             mesh: Mesh):
+    """``(train step, evaluator)``, built once per process for each program: runs that
+    differ only in their length (``epochs``) share them (a resumed, extended run does not
+    compile again)."""
+    return _programs(cfg, task, dataclasses.replace(tcfg, epochs=1), mesh)
+
+
 class HeadsTrainer(Trainer):
     """The transformer's side of :func:`sparsejax.train.engine.run_epochs`."""
 
@@ -273,9 +292,7 @@ class HeadsTrainer(Trainer):
         self.steps_per_epoch = tcfg.steps_per_epoch // tcfg.scan_steps  # dispatches
         self.log_every = max(1, self.steps_per_epoch // 4)
         self.run_names = [f"{name} seed {s}" for s in tcfg.seeds]
-        gdef = tfm.graphdef(cfg)
-        self.step_fn = make_train_step(cfg, task, tcfg, mesh, gdef)
-        self.evaluate = make_evaluator(cfg, task, tcfg, mesh, gdef)
+        self.step_fn, self.evaluate = programs(cfg, task, tcfg, mesh)
         self.step_count = step
         self.last_train: dict = {}
 

@@ -129,6 +129,11 @@ def test_ablating_a_head_changes_exactly_its_contribution(models, rng):
     np.testing.assert_allclose(ablated.patterns[:, :l + 1], base.patterns[:, :l + 1], rtol=1e-6)
     np.testing.assert_allclose(ablated.head_out[:, :l], base.head_out[:, :l], rtol=1e-6)
     assert not np.allclose(ablated.logits, base.logits)
+    # one mask per sequence: sequence 0 ablated, sequence 1 not
+    per_seq = jnp.stack([ones.at[l, h].set(0.0), ones])
+    mixed = fwd(params, tokens, per_seq, zeros)
+    np.testing.assert_allclose(mixed.logits[0], ablated.logits[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mixed.logits[1], base.logits[1], rtol=1e-5, atol=1e-6)
     # a fill equal to the head's own output is the unablated model
     same = fwd(params, tokens, ones.at[l, h].set(0.0),
                zeros.at[l, h].set(base.head_out[0, l, h]))
