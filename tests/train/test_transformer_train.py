@@ -12,10 +12,10 @@ from sparsejax.models import transformer as tfm
 from sparsejax.train import ConfigError, make_mesh
 from sparsejax.train import transformer as ttf
 
-CFG = tfm.TransformerConfig(vocab=8, max_len=8, layers=2, heads=2, width=8)
+CFG = tfm.TransformerConfig(vocab=8, max_len=8, layers=1, heads=2, width=8)
 TASK = sq.TaskConfig("repeated_tokens", vocab=8, seq_len=8, min_repeat=2)
-TCFG = ttf.HeadsTrainConfig(seeds=(3, 5), batch_size=8, lr=1e-2, steps_per_epoch=4,
-                            scan_steps=2, eval_batch=4)
+TCFG = ttf.HeadsTrainConfig(seeds=(3, 5), batch_size=8, lr=1e-2, steps_per_epoch=2,
+                            scan_steps=1, eval_batch=4)
 
 
 def test_four_devices_equal_one_and_seeds_are_independent():
@@ -28,7 +28,7 @@ def test_four_devices_equal_one_and_seeds_are_independent():
             state, metrics = step(state)
         results.append((state, metrics))
     (s1, m1), (s4, m4) = results
-    np.testing.assert_array_equal(s1.step, [4, 4])
+    np.testing.assert_array_equal(s1.step, [2, 2])
     for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s4)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-4)
@@ -39,7 +39,7 @@ def test_four_devices_equal_one_and_seeds_are_independent():
 
 
 def test_train_config_errors():
-    with pytest.raises(ConfigError, match="scan_steps=3 must divide steps_per_epoch=4"):
+    with pytest.raises(ConfigError, match="scan_steps=3 must divide steps_per_epoch=2"):
         dataclasses.replace(TCFG, scan_steps=3)
     with pytest.raises(ConfigError, match="seeds=.* must be distinct"):
         dataclasses.replace(TCFG, seeds=(1, 1))
