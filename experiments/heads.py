@@ -402,8 +402,9 @@ def report_md(res: dict) -> str:
         "else other. Specialised = any label but other. Scores on a fixed evaluation batch of "
         f"{c['eval_batch']} sequences; onset = the first evaluation with a head at induction "
         f"score >= {INDUCTION_THRESHOLD}.",
-        "- Gradient importance: Michel et al. (2019), mean over sequences of |dL/dm_h| at "
-        "m = 1, in results.json.",
+        "- Gradient importance (in results.json): Michel et al. (2019), the mean over "
+        "sequences of |dL/dm_h| at m = 1, where a masked head writes m o_h + (1 - m) "
+        "mean(o_h): the first-order estimate of the mean-ablation change.",
         "",
         "![attention patterns of labelled heads](heads_patterns.png)",
         "",
