@@ -2,6 +2,8 @@
 are independent, the evaluator measures every head."""
 
 import dataclasses
+import os
+import signal
 
 import jax
 import numpy as np
@@ -22,7 +24,7 @@ def test_four_devices_equal_one_and_seeds_are_independent():
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:4]):
         mesh = make_mesh(devices)
-        step = ttf.make_train_step(CFG, TASK, TCFG, mesh)
+        step = ttf.programs(CFG, TASK, TCFG, mesh)[0]  # shared with the interrupt test
         state = jax.device_put(ttf.init_state(CFG, TCFG), jax.NamedSharding(mesh, jax.P()))
         for _ in range(2):
             state, metrics = step(state)
@@ -36,6 +38,30 @@ def test_four_devices_equal_one_and_seeds_are_independent():
     # the two seeds start and train apart
     w = np.asarray(s1.params["unembed"][...])
     assert not np.allclose(w[0], w[1])
+
+
+def test_ctrl_c_then_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    tcfg = dataclasses.replace(TCFG, epochs=2)
+    straight = ttf.train(CFG, TASK, tcfg, tmp_path / "a", progress=False)
+    assert straight.status == "done" and [r["step"] for r in straight.records] == [2, 2, 4, 4]
+    step = ttf.HeadsTrainer.step
+    calls = []
+
+    def interrupting(self, state, epoch, step_in_epoch):
+        calls.append(1)
+        if len(calls) == 3:  # mid-way through the second epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self, state, epoch, step_in_epoch)
+
+    monkeypatch.setattr(ttf.HeadsTrainer, "step", interrupting)
+    cut = ttf.train(CFG, TASK, tcfg, tmp_path / "b", progress=False)
+    assert cut.status == "interrupted"
+    monkeypatch.setattr(ttf.HeadsTrainer, "step", step)
+    resumed = ttf.train(CFG, TASK, tcfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed.status == "done" and resumed.start_step == 3
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.records == straight.records
 
 
 def test_train_config_errors():
