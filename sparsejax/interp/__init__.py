@@ -1,0 +1,1 @@
+"""Interpretability tools: attribution methods, faithfulness metrics, head metrics."""
