@@ -1,0 +1,1 @@
+"""Interpretability: attribution methods, faithfulness metrics, unit-level tools."""
