@@ -46,18 +46,26 @@ def test_activation_maximisation_raises_the_unit():
     assert float(U.total_variation(jnp.eye(4)[None, :, :, None])[0]) == pytest.approx(1.0)
 
 
-def test_dashboards_of_a_tiny_hybrid(tmp_path):
-    from flax import nnx
+class _TinyHybrid:
+    """What the dashboards read of a hybrid: ``encode(x, k).h`` (a ReLU code of 6 units)."""
 
+    def __init__(self):
+        self.w = jax.random.normal(jax.random.key(0), (64 * 64, 6))
+
+    def encode(self, x, k):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(h=jax.nn.relu(x.reshape(x.shape[0], -1) @ self.w))
+
+
+def test_dashboards_files(tmp_path):
     from experiments import units as study
     from sparsejax.data import get_dataset
-    from sparsejax.models.vae import VAE
 
-    model = VAE(1, method="topk", num_units=16, rngs=nnx.Rngs(0))
     ds = get_dataset("dsprites", "procedural")
-    res = study.dashboards(model, ds, 4, tmp_path, units=2, samples=32, top=2, act_steps=2,
-                           batch=32)
-    assert len(res["shown"]) == 2 and res["units"] == 16
+    res = study.dashboards(_TinyHybrid(), ds, 4, tmp_path, units=2, samples=16, top=2,
+                           act_steps=1, batch=16)
+    assert len(res["shown"]) == 2 and res["units"] == 6
     page = (tmp_path / "units.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "src=\"http" not in page
     for u in res["shown"]:

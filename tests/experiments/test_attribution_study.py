@@ -13,8 +13,7 @@ def test_tiny_run_writes_table_ranking_and_grid(tmp_path):
     cfg = dataclasses.replace(
         study.PRESETS["smoke"], train_images=64, train_steps=3, batch_size=16, width=2,
         n_eval=8, n_attr=2, shap_samples=8, ig_steps=2, curve_steps=2, road_steps=2,
-        draws=2, sens_draws=1, methods=("saliency", "lrp_zplus", "grad_cam", "random",
-                                         "sobel"))
+        draws=2, sens_draws=1, methods=("lrp_zplus", "sobel"))  # the rest: tests/interp
     res = study.run(cfg, "tiny", tmp_path, log=lambda *_: None)
     task = res["tasks"]["dsprites_shape"]
     assert set(task["table"]) == set(cfg.methods)
