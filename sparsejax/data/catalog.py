@@ -112,7 +112,8 @@ def _is_file(data_dir) -> bool:
 def _open(spec: DatasetSpec, source: str, data_dir) -> FactorDataset:
     if source == "procedural":
         return FactorDataset(spec.name, "procedural", spec.space, spec.observation_shape,
-                             jax.jit(spec.render_module.render), on_device=True)
+                             jax.jit(spec.render_module.render), on_device=True,
+                             masks_fn=jax.jit(spec.render_module.render_masks))
     if source == "file":
         from sparsejax.data import files
 

@@ -29,7 +29,8 @@ class FactorDataset:
     def __init__(self, name: str, source: str, space: FactorSpace,
                  observation_shape: tuple[int, int, int],
                  render_fn: Callable[[jax.Array], jax.Array] | Callable[[np.ndarray], np.ndarray],
-                 *, on_device: bool, location: str | None = None):
+                 *, on_device: bool, location: str | None = None,
+                 masks_fn: Callable[[jax.Array], jax.Array] | None = None):
         self.name = name
         self.source = source
         self.space = space
@@ -37,6 +38,7 @@ class FactorDataset:
         self.on_device = on_device
         self.location = location
         self._render_fn = render_fn
+        self._masks_fn = masks_fn
 
     def __repr__(self) -> str:
         where = f", location={self.location!r}" if self.location else ""
@@ -81,6 +83,15 @@ class FactorDataset:
         """
         self.space.validate(factors_NxF)
         return self._render_fn(factors_NxF)
+
+    def render_masks(self, factors_NxF):
+        """Ground-truth object masks: int ``[N, F]`` -> bool ``[N, H, W]`` (the sprite's
+        pixels; the object's pixels). Procedural source only; jit-able like :meth:`render`."""
+        if self._masks_fn is None:
+            raise ValueError(f"{self.name} ({self.source} source) has no object masks: only "
+                             "the procedural renderer knows them (source='procedural')")
+        self.space.validate(factors_NxF)
+        return self._masks_fn(factors_NxF)
 
     def sample(self, key, n: int):
         """``(factors [n, F] int32, images [n, H, W, C] float32)``."""

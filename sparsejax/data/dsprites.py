@@ -107,7 +107,8 @@ def _inside(shape_N, u_NxHxW, v_NxHxW):
 
 
 def render(factors_NxF: jax.Array) -> jax.Array:
-    """Binary dSprites images for factor class indices.
+    """Binary dSprites images for factor class indices: :func:`render_masks` as float32
+    ``[N, 64, 64, 1]``.
 
     Args:
       factors_NxF: int ``[N, 5]`` class indices in the order of ``SPACE.names``
@@ -117,6 +118,12 @@ def render(factors_NxF: jax.Array) -> jax.Array:
     Returns:
       float32 ``[N, 64, 64, 1]`` with values in {0, 1}.
     """
+    return render_masks(factors_NxF).astype(jnp.float32)[..., None]
+
+
+def render_masks(factors_NxF: jax.Array) -> jax.Array:
+    """The sprite's pixels, bool ``[N, 64, 64]`` (the ground truth of attribution; the image
+    is this mask). Same arguments as :func:`render`; jit-able."""
     f_NxF = jnp.clip(jnp.asarray(factors_NxF).astype(jnp.int32), 0,
                      jnp.asarray(SPACE.sizes, jnp.int32) - 1)
     shape_N, scale_i, orient_i, x_i, y_i = f_NxF.T
@@ -136,7 +143,7 @@ def render(factors_NxF: jax.Array) -> jax.Array:
     inv_N = (1.0 / px_N)[:, None, None]
     u_NxHxW = (c_N * dx_NxHxW + s_N * dy_NxHxW) * inv_N
     v_NxHxW = (c_N * dy_NxHxW - s_N * dx_NxHxW) * inv_N
-    return _inside(shape_N, u_NxHxW, v_NxHxW).astype(jnp.float32)[..., None]
+    return _inside(shape_N, u_NxHxW, v_NxHxW)
 
 
 def sprite_area_px(shape: int, scale: float) -> float:

@@ -227,11 +227,14 @@ def _render_blocked(f_NxF):
     return jax.lax.map(_render, blocks).reshape(-1, *OBSERVATION_SHAPE)[:n]
 
 
-def _render(f_NxF):
-    """The ray cast for clipped int32 factors ``[N, 6]``: float32 ``[N, 64, 64, 3]``."""
-    per_image = lambda table, i: jnp.asarray(table, jnp.float32)[i][:, None, None]  # [N, 1, 1]
-    floor_h, wall_h, obj_h = (per_image(HUES, f_NxF[:, j]) for j in range(3))
-    a = OBJECT_SIZE * per_image(SCALES, f_NxF[:, 3])
+def _per_image(table, i):
+    return jnp.asarray(table, jnp.float32)[i][:, None, None]  # [N, 1, 1]
+
+
+def _primary_hits(f_NxF):
+    """Rays, closest hits and surface ids (0 floor, 1 back, 2 left, 3 right wall, 4 object)
+    of every sub-pixel ray ``[N, R, R]``, and the object's normal there."""
+    a = OBJECT_SIZE * _per_image(SCALES, f_NxF[:, 3])
     shape = f_NxF[:, 4][:, None, None]
     o, d = camera_rays(jnp.asarray(AZIMUTHS, jnp.float32)[f_NxF[:, 5]])
 
@@ -247,6 +250,25 @@ def _render(f_NxF):
     t_obj, n_obj = hit_object(o, d, shape, a)
     surface = jnp.where(t_obj < t, 4, surface)
     t = jnp.minimum(t_obj, t)
+    return o, d, t, surface, n_obj, shape, a
+
+
+def render_masks(factors_NxF: jax.Array, coverage: float = 0.5) -> jax.Array:
+    """The object's pixels, bool ``[N, 64, 64]``: those where at least ``coverage`` of the
+    ``SUPERSAMPLE^2`` rays hit the object (0.5: the object covers half the pixel or more;
+    1.0: pixels of the object's colour alone). Same arguments as :func:`render`; jit-able."""
+    f_NxF = jnp.clip(jnp.asarray(factors_NxF).astype(jnp.int32), 0,
+                     jnp.asarray(SPACE.sizes, jnp.int32) - 1)
+    surface = _primary_hits(f_NxF)[3]
+    n, r = surface.shape[0], OBSERVATION_SHAPE[0]
+    share = (surface == 4).reshape(n, r, SUPERSAMPLE, r, SUPERSAMPLE).mean((2, 4))
+    return share >= coverage - 1e-6
+
+
+def _render(f_NxF):
+    """The ray cast for clipped int32 factors ``[N, 6]``: float32 ``[N, 64, 64, 3]``."""
+    floor_h, wall_h, obj_h = (_per_image(HUES, f_NxF[:, j]) for j in range(3))
+    o, d, t, surface, n_obj, shape, a = _primary_hits(f_NxF)
     obj_shade = AMBIENT + DIFFUSE * jnp.maximum(_dot(n_obj, LIGHT), 0.0)
     # Materialise the primary hit once; fused into the shadow pass it would be recomputed.
     t, surface, obj_shade = jax.lax.optimization_barrier((t, surface, obj_shade))

@@ -1,1 +1,2 @@
-"""Interpretability tools: attribution methods, faithfulness metrics, head metrics."""
+"""Interpretability: attribution methods, faithfulness metrics, unit-level tools and
+attention-head metrics."""
