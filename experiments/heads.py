@@ -239,6 +239,15 @@ def model_entry(scale, task, seed, i, res, cfg: HeadsStudyConfig) -> dict:
     }
 
 
+# A model has learnt its task when its in-context loss is below this fraction of chance
+# (log vocab nats, uniform guessing); a task no model learnt is not evidence about heads.
+LEARNT_FRACTION_OF_CHANCE = 0.9
+
+
+def learnt(ctx_loss: float, vocab: int) -> bool:
+    return ctx_loss < LEARNT_FRACTION_OF_CHANCE * math.log(vocab)
+
+
 def checks(entries: list[dict]) -> dict:
     """The issue's induction checks over the models on :data:`INDUCTION_TASK`."""
     two = [e for e in entries if e["layers"] == 2 and e["task"] == INDUCTION_TASK]
@@ -255,8 +264,9 @@ def checks(entries: list[dict]) -> dict:
     }
 
 
-def by_scale(entries: list[dict]) -> list[dict]:
-    """Per (scale, task): means over seeds of the specialised fraction, onset, scores."""
+def by_scale(entries: list[dict], vocab: int) -> list[dict]:
+    """Per (scale, task): means over seeds of the specialised fraction, onset, scores, and
+    how many seeds learnt the task (:func:`learnt`)."""
     rows = {}
     for e in entries:
         rows.setdefault((e["layers"], e["heads"], e["width"], e["task"]), []).append(e)
@@ -273,6 +283,7 @@ def by_scale(entries: list[dict]) -> list[dict]:
             "induction_formed": f"{len(formed)}/{len(es)}",
             "induction_onset_step": float(np.mean(formed)) if formed else None,
             "ctx_loss": float(np.mean([e["ctx_loss"] for e in es])),
+            "learnt": sum(learnt(e["ctx_loss"], vocab) for e in es),
         })
     return out
 
@@ -299,9 +310,15 @@ def answer(res: dict) -> str:
     """The paragraph on the seed's question, from the numbers (per task, multi-layer
     models ordered by their number of heads)."""
     parts, trends = [], []
+    chance = math.log(res["config"]["vocab"])
     for task in res["config"]["tasks"]:
         rows = sorted((r for r in res["by_scale"] if r["layers"] >= 2 and r["task"] == task),
                       key=lambda r: (r["heads_total"], r["width"]))
+        if rows and not any(r.get("learnt") for r in rows):
+            parts.append(f"On `{task}` no multi-layer model learnt the task (in-context loss "
+                         f"{min(r['ctx_loss'] for r in rows):.2f} nats at best, chance "
+                         f"{chance:.2f}): not evidence, left out of the answer.")
+            continue
         if len(rows) < 2:
             continue
         fr = [r["specialised_fraction"] for r in rows]
@@ -359,16 +376,19 @@ def report_md(res: dict) -> str:
         "## Specialisation against scale (means over seeds)",
         "",
         "| layers | heads | width | task | seeds | specialised fraction (sd) | max induction "
-        "| induction formed | onset step | in-context loss |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| induction formed | onset step | in-context loss | learnt the task |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["by_scale"]:
         lines.append(f"| {r['layers']} | {r['heads']} | {r['width']} | {r['task']} | "
                      f"{r['seeds']} | {r['specialised_fraction']:.3f} "
                      f"({r['specialised_fraction_sd']:.3f}) | {r['max_induction_score']:.3f} | "
                      f"{r['induction_formed']} | {_fmt(r['induction_onset_step'], '.0f')} | "
-                     f"{r['ctx_loss']:.3f} |")
-    lines += ["", "## Every model", "",
+                     f"{r['ctx_loss']:.3f} | {r['learnt']}/{r['seeds']}"
+                     + ("" if r["learnt"] else " (**not evidence**)") + " |")
+    lines += ["", f"Learnt: in-context loss below {LEARNT_FRACTION_OF_CHANCE} x chance "
+              f"(log {c['vocab']} = {math.log(c['vocab']):.2f} nats).",
+              "", "## Every model", "",
               "| layers | heads | width | task | seed | max induction | max prev-token | "
               "max ground-truth acc | labels | onset step |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -499,7 +519,8 @@ def execute(cfg: HeadsStudyConfig, preset: str, out: Path, *, resume: bool, prog
         config = dataclasses.asdict(cfg)
         res = {"study": "heads", "preset": preset, "command": command, "config": config,
                "device": f"{dev.platform}:{dev.device_kind} x{jax.device_count()}",
-               "wall_s": clock.total(), "heads": entries, "by_scale": by_scale(entries),
+               "wall_s": clock.total(), "heads": entries,
+               "by_scale": by_scale(entries, cfg.vocab),
                "ablation": ablation_table(entries), "checks": checks(entries),
                "thresholds": {"induction": INDUCTION_THRESHOLD,
                               "previous_token": PREVIOUS_TOKEN_THRESHOLD,

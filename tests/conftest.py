@@ -15,6 +15,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # References are float32/float64 numpy: on a GPU, full-precision matmuls instead of TF32.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ["JAX_NUM_CPU_DEVICES"] = "4"
+# One persistent compilation cache for every process of the session (both xdist workers,
+# and the subprocesses of the CLI and multi-process tests inherit it): a program that
+# several tests build is compiled once. Entries are keyed by the program and the flags.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402  (must come after the environment is set)
 import numpy as np  # noqa: E402

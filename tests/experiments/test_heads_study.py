@@ -62,3 +62,23 @@ def test_bad_input_exits_2_before_work(tmp_path, capsys, args, message):
     assert run_cli(study.main, ["--out", str(out), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (out / study.RUNS_DIR).exists()
+
+
+def _entry(layers, heads, task, seed, ctx_loss, frac):
+    return {"layers": layers, "heads": heads, "width": 64, "task": task, "seed": seed,
+            "induction_onset_step": None, "specialised_fraction": frac,
+            "max_induction_score": 0.1, "ctx_loss": ctx_loss}
+
+
+def test_a_task_no_model_learnt_is_not_evidence():
+    """Chance is log(64) = 4.16 nats: a loss of 4.0 has not learnt (>= 0.9 x chance), 1.0 has."""
+    entries = [_entry(2, 2, "repeated_tokens", s, 1.0, 0.5) for s in (0, 1)]
+    entries += [_entry(2, 4, "repeated_tokens", s, 1.0 + s, 0.25) for s in (0, 1)]
+    entries += [_entry(L, 2 * L, "bigram", s, 4.0, 0.0) for L in (2, 3) for s in (0, 1)]
+    rows = study.by_scale(entries, vocab=64)
+    assert [(r["task"], r["learnt"]) for r in rows] == [
+        ("repeated_tokens", 2), ("repeated_tokens", 2), ("bigram", 0), ("bigram", 0)]
+    text = study.answer({"config": {"tasks": ["repeated_tokens", "bigram"], "vocab": 64,
+                                    "steps_per_epoch": 100}, "by_scale": rows})
+    assert "On `bigram` no multi-layer model learnt the task" in text
+    assert "not evidence" in text and "On `repeated_tokens` the fraction" in text
