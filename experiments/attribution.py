@@ -71,6 +71,9 @@ class StudyConfig:
     hybrid_k: int = 50
     methods: tuple[str, ...] = ()  # a subset of the methods and baselines; () = all
     seed: int = 0
+    # a trained hybrid's run directory (``train`` / ``collapse`` cell, dSprites): its encoder
+    # replaces the freshly initialised one of the hybrid task (None: untrained encoder)
+    hybrid_from: str | None = None
 
     def __post_init__(self):
         def need(ok, what):
@@ -160,6 +163,33 @@ def _hybrid_probe(channels: int, classes: int, cfg: StudyConfig, key, encoder_pa
             return self.head(h)  # only the head trains (a filter in train_classifier)
 
     return Probe()
+
+
+def _trained_hybrid_params(run_dir: str):
+    """The ``nnx.Param`` state of seed 0 of a trained hybrid run directory."""
+    from flax import nnx
+
+    from sparsejax.train.loop import load_run
+
+    return nnx.state(load_run(run_dir).model(0), nnx.Param)
+
+
+def hybrid_settings(run_dir: str) -> dict:
+    """``hybrid_units`` and ``hybrid_k`` of a trained hybrid run directory (its config), or a
+    ValueError naming what is wrong with it, before any work."""
+    from sparsejax.atomic_io import read_json
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--hybrid-from {run_dir}: no config.json there (expected a run "
+                         "directory of `python -m experiments train` or a collapse cell)")
+    c = read_json(path, "run config")
+    if c.get("dataset") != "dsprites" or c.get("method") not in ("topk", "l1") or c.get(
+            "placement", "hidden") != "hidden":
+        raise ValueError(f"--hybrid-from {run_dir}: a {c.get('dataset')} {c.get('method')} "
+                         "run; expected a dSprites Top-k or L1 hybrid (placement hidden)")
+    return {"hybrid_units": int(c["num_units"]), "hybrid_k": int(c["schedule"]["end"]),
+            "hybrid_from": str(run_dir)}
 
 
 class _CEModel:
@@ -347,6 +377,8 @@ def run_task(name: str, cfg: StudyConfig, out: Path, log) -> dict:
         return nnx.merge(graphdef, init(k))
 
     model = build(k_model)
+    if backbone == "hybrid" and cfg.hybrid_from:
+        nnx.update(model.vae, _trained_hybrid_params(cfg.hybrid_from))
     trainable = nnx.Param if backbone == "conv" else nnx.All(nnx.Param, nnx.PathContains("head"))
     loss, train_acc = train_classifier(model, x_train, f_train[:, j], cfg, k_train, trainable)
     train_s = time.perf_counter() - t0
@@ -363,7 +395,7 @@ def run_task(name: str, cfg: StudyConfig, out: Path, log) -> dict:
     f = lambda v: model(v)  # noqa: E731  (one function object: compiled once per method)
     f_cam = (lambda v: model.features(v)) if backbone == "conv" else None
     random_model = build(k_rand)  # re-initialised parameters (Adebayo 2018)
-    if backbone == "hybrid":  # the probe's head is all that was trained
+    if backbone == "hybrid" and not cfg.hybrid_from:  # the probe's head is all that trained
         nnx.update(random_model, nnx.state(model, nnx.PathContains("vae")))
     f_rand = lambda v: random_model(v)  # noqa: E731
     f_rand_cam = (lambda v: random_model.features(v)) if backbone == "conv" else None
@@ -421,6 +453,7 @@ def _plot_grid(path: Path, x, mask, maps: dict, title: str, rows: int = 4) -> No
 def report_md(res: dict) -> str:
     from sparsejax.interp.faithfulness import METRICS
 
+    cfg = res["config"]
     cols = (*RANKED, "max_sensitivity", "gini", "entropy", "randomisation_similarity")
     arrow = {m: "↑" if METRICS[m] else "↓" for m in cols}
     lines = [f"# Attribution against ground-truth masks: preset `{res['preset']}`", "",
@@ -470,10 +503,16 @@ def report_md(res: dict) -> str:
               "baseline; IG and DeepLIFT a zero baseline; LRP epsilon 0.01, gamma 0.25; "
               "SmoothGrad / VarGrad noise 15% of the image range.",
               "- Randomisation check: every parameter re-initialised at once (not the "
-              "cascading variant); for the hybrid probe the head is re-initialised.",
-              "- The hybrid task's encoder is a freshly initialised VAE-SAE hybrid (TopK, "
-              "k = hybrid_k): only its linear probe is trained, so it measures attribution "
-              "through the hybrid's architecture, not through a trained hybrid.",
+              "cascading variant); for the hybrid probe on an untrained encoder only the head "
+              "is re-initialised.",
+              ("- The hybrid task's encoder is the trained hybrid of "
+               f"`{cfg['hybrid_from']}` (seed 0, k = {cfg['hybrid_k']}); a linear probe on its "
+               "sparse code is trained; the randomisation check re-initialises both."
+               if cfg.get("hybrid_from") else
+               "- The hybrid task's encoder is a freshly initialised VAE-SAE hybrid (TopK, "
+               "k = hybrid_k): only its linear probe is trained, so it measures attribution "
+               "through the hybrid's architecture, not through a trained hybrid (pass "
+               "`--hybrid-from RUN_DIR` for a trained one)."),
               "- Timing: the first call includes compilation; steady is a second call.", ""]
     return "\n".join(lines)
 
@@ -502,8 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--tasks", default=None, help=f"comma-separated subset of {list(TASKS)}")
+    p.add_argument("--hybrid-from", default=None, metavar="RUN_DIR",
+                   help="a trained dSprites hybrid run: the hybrid task probes its encoder")
     args = p.parse_args(argv)
     over = {}
+    if args.hybrid_from:
+        over.update(hybrid_settings(args.hybrid_from))
     if args.seed is not None:
         over["seed"] = args.seed
     if args.tasks:

@@ -50,3 +50,21 @@ def test_config_is_validated():
         dataclasses.replace(study.PRESETS["smoke"], methods=("nope",))
     with pytest.raises(ValueError, match="patch"):
         dataclasses.replace(study.PRESETS["smoke"], patch=7)
+
+
+def test_hybrid_from_reads_a_trained_run_or_refuses_before_work(tmp_path):
+    attribution = study
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        attribution.hybrid_settings(str(run))
+    (run / "config.json").write_text(json.dumps(
+        {"dataset": "shapes3d", "method": "topk", "num_units": 64,
+         "schedule": {"end": 8}}))
+    with pytest.raises(ValueError, match="expected a dSprites Top-k or L1 hybrid"):
+        attribution.hybrid_settings(str(run))
+    (run / "config.json").write_text(json.dumps(
+        {"dataset": "dsprites", "method": "l1", "num_units": 64, "placement": "hidden",
+         "schedule": {"end": 8}}))
+    assert attribution.hybrid_settings(str(run)) == {
+        "hybrid_units": 64, "hybrid_k": 8, "hybrid_from": str(run)}
