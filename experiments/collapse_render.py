@@ -132,7 +132,8 @@ def report_markdown(results: dict, figs: list[tuple[str, str]]) -> str:
          f"ours, {RARE}"],
         [[c["dataset"], label[c["method"]], _paper(c["dataset"], c["method"]),
           pm(c["dead_final"][t0]), pm(c["dead_final"][keys[-1]]), pm(c["rare_final"][t0])]
-         for c in evidence]) if evidence else "No cell of this run is evidence: nothing to set beside the paper."
+         for c in evidence]) if evidence else (
+        "No cell of this run is evidence: nothing to set beside the paper.")
     ratio = md_table(
         ["method", "paper", f"ours, {tau0}", *(f"tau = {lab}" for lab in labels[1:])],
         [[label[m], f"{PAPER_RATIOS[m]:.1f}x",
@@ -225,7 +226,8 @@ def conclusion(results: dict) -> str:
             dead = c["dead_final"][t0]["mean"]
             lab = METHOD_LABEL[c["method"]]
             if not is_evidence(c):
-                out.append(f"{d} {lab} is not evidence ({'; '.join(FLAGS[f] for f in c['flags'])}).")
+                why = "; ".join(FLAGS[f] for f in c["flags"])
+                out.append(f"{d} {lab} is not evidence ({why}).")
                 continue
             ctl = controls.get(d, {})
             parts = [f"{METHOD_LABEL[a]} {ctl[a]['dead_final'][t0]['mean']:.1f}%"
