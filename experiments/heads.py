@@ -91,13 +91,12 @@ class HeadsStudyConfig:
              f"tasks {self.tasks} must be some of {TASKS}")
         need(len(set(self.scales)) == len(self.scales) and len(set(self.tasks)) == len(
             self.tasks), "scales and tasks must not repeat")
-        for name in ("vocab", "seq_len", "min_repeat", "batch_size", "epochs",
-                     "steps_per_epoch", "scan_steps", "eval_batch"):
+        for name in ("vocab", "seq_len", "min_repeat"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                  f"{name}={v!r} must be an integer >= 1")
-        need(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr} must be positive")
-        # the library's own checks, before any work starts
+        # the library's own checks (the training fields are HeadsTrainConfig's to check),
+        # before any work starts
         try:
             for task in self.tasks:
                 self.task_config(task)
