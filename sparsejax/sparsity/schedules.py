@@ -9,8 +9,9 @@ A schedule moves k from ``start`` (epoch 0) to ``end`` (epoch ``length - 1``) an
 - ``step``:      ``stages`` equal-length plateaus whose levels run linearly from start to end
 
 k is rounded to the nearest integer and kept within [min(start, end), max(start, end)].
-Schedules may rise as well as fall. The schedule is evaluated on the host once per epoch;
-the value enters the jitted step as an argument, so no recompilation follows.
+Schedules may rise as well as fall. The epoch may be fractional: the trainer evaluates the
+schedule on the host at every step (``epoch + step / steps_per_epoch``), and the value enters
+the jitted step as an argument, so a moving k recompiles nothing.
 """
 
 from __future__ import annotations

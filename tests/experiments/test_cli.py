@@ -30,14 +30,21 @@ def test_unknown_study(capsys):
     assert "unknown study 'collapse-everything'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["dsprites", "shapes3d"])
-def test_show_data_writes_png_single_device(tmp_path, name):
+def test_show_data_writes_png_single_device(tmp_path):
     # A separate process with one CPU device: the single-device path end to end.
-    r = run_module("show-data", "--dataset", name, "--source", "procedural", "--out",
+    r = run_module("show-data", "--dataset", "dsprites", "--source", "procedural", "--out",
                    str(tmp_path))
     assert r.returncode == 0, r.stderr
-    png = tmp_path / f"{name}_procedural_sweeps.png"
+    png = tmp_path / "dsprites_procedural_sweeps.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_data_shapes3d(tmp_path, capsys):
+    assert experiments_main(["show-data", "--dataset", "shapes3d", "--source", "procedural",
+                             "--out", str(tmp_path)]) == 0
+    png = tmp_path / "shapes3d_procedural_sweeps.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}" in capsys.readouterr().out
 
 
 def test_show_data_bad_base(tmp_path, capsys):
