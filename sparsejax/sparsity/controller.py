@@ -17,13 +17,20 @@ by Adam at a small learning rate, lags behind):
 - no downward integration while the target is falling (``k`` below the previous step's):
   the target itself is coming down to meet the measured L0;
 - no integration while the smoothed L0 is moving towards the target fast enough to close
-  the error within ``horizon`` steps at its current rate: the layer
-  answers a change of c late (Adam's momentum, the network adapting), so integrating
-  through that delay is what makes the coefficient overshoot by orders of magnitude;
+  the error within ``horizon`` steps at its current trend: the layer answers a change of c
+  late (Adam's momentum, the network adapting), so integrating through that delay is what
+  makes the coefficient overshoot by orders of magnitude. The trend is the gap between two
+  moving averages of log L0 (``ema`` and a slower one of time constant ``horizon``),
+  divided by the difference of their lags: a step-to-step difference would read the
+  batches' noise as "approaching" on half the steps and stall the last few percent;
 - the integral never goes below ``init_coef``: the start is the least penalty the arm
   uses, not a value to be unlearnt. Set it just below the coefficient that first bites
   (measured on the hybrid at lr 1e-3: 0.3 moves L0 little within 150 steps, 3 a lot; the
   collapse study's CPU preset starts at 0.1).
+
+Gains: on the hybrid at lr 1e-3 the layer's log L0 moves by about -0.4 per unit of log c
+and answers within 25-50 steps, so ``p_gain`` 2 corrects most of a ratio error at once and
+``gain`` 0.2 per step removes the rest within about the layer's response time.
 
 The state is a pytree of scalars, checkpointed with the rest of the train state.
 """
@@ -43,6 +50,7 @@ class ControllerState:
     log_coef: jax.Array  # float32 scalar: log of the L1 coefficient used by the next step
     log_integral: jax.Array  # float32 scalar: the integral part I
     l0_ema: jax.Array  # float32 scalar: moving average of measured L0 (-1: none yet)
+    l0_slow: jax.Array  # float32 scalar: the slower average, time constant horizon (-1: none)
     k_prev: jax.Array  # float32 scalar: the previous step's target (-1: none yet)
 
 
@@ -57,13 +65,14 @@ class L1Controller:
       p_gain: proportional gain k_p (>= 0).
       max_coef: upper clip of the coefficient (>= init_coef).
       ema: smoothing of the measured L0 the controller acts on (0 <= ema < 1).
-      horizon: steps; the integral holds while L0's current rate would close the error
-        within this many steps (about the layer's response time; 0 turns the rule off).
+      horizon: steps; the integral holds while L0's current trend would close the error
+        within this many steps (about the layer's response time; 0 turns the rule off;
+        otherwise longer than the ``ema``'s time constant ``1 / (1 - ema)``).
     """
 
     init_coef: float = 1e-3
-    gain: float = 0.05
-    p_gain: float = 1.0
+    gain: float = 0.2
+    p_gain: float = 2.0
     max_coef: float = 1e2
     ema: float = 0.9
     horizon: float = 25.0
@@ -78,11 +87,15 @@ class L1Controller:
                 raise ValueError(f"L1 controller {name} must be finite and >= 0, got {v}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"L1 controller ema must be in [0, 1), got {self.ema}")
+        if self.horizon and not self.horizon > 1 / (1 - self.ema):
+            raise ValueError(f"L1 controller horizon must be 0 or longer than the ema's time "
+                             f"constant 1 / (1 - ema) = {1 / (1 - self.ema):.3g}, got "
+                             f"{self.horizon}")
 
     def init(self) -> ControllerState:
         log_c = jnp.asarray(math.log(self.init_coef), jnp.float32)
         none = jnp.asarray(-1.0, jnp.float32)
-        return ControllerState(log_c, log_c, none, none)
+        return ControllerState(log_c, log_c, none, none, none)
 
     @staticmethod
     def coef(state: ControllerState) -> jax.Array:
@@ -95,17 +108,22 @@ class L1Controller:
         l0 = jnp.asarray(l0, jnp.float32)
         k = jnp.asarray(k_target, jnp.float32)
         m = jnp.where(state.l0_ema < 0, l0, self.ema * state.l0_ema + (1 - self.ema) * l0)
+        slow_a = 1.0 - 1.0 / self.horizon if self.horizon else 0.0
+        slow = jnp.where(state.l0_slow < 0, l0, slow_a * state.l0_slow + (1 - slow_a) * l0)
         err = jnp.log((m + 1.0) / (k + 1.0))
         falling = (state.k_prev >= 0) & (k < state.k_prev)
         # L0 already moving towards the target: the layer lags the coefficient, so more
-        # integral now would overshoot once it arrives
-        rate = jnp.log((m + 1.0) / (jnp.maximum(state.l0_ema, 0.0) + 1.0))  # d log L0
-        approaching = (state.l0_ema >= 0) & (err * rate < 0) & (
-            jnp.abs(rate) * self.horizon >= jnp.abs(err))
+        # integral now would overshoot once it arrives. Under a ramp an average of factor a
+        # lags by a / (1 - a) steps, so the gap of the two averages over the gap of their
+        # lags is the trend of log L0 per step.
+        lag = slow_a / (1 - slow_a) - self.ema / (1 - self.ema) if self.horizon else 1.0
+        trend = jnp.log((m + 1.0) / (slow + 1.0)) / lag
+        approaching = (self.horizon > 0) & (err * trend < 0) & (
+            jnp.abs(trend) * self.horizon >= jnp.abs(err))
         hold = ((err < 0) & falling) | approaching
         d_integral = jnp.where(hold, 0.0, self.gain * err)
         lo, hi = math.log(self.init_coef), math.log(self.max_coef)
         integral = jnp.clip(state.log_integral + d_integral, lo, hi)
         log_coef = jnp.clip(integral + self.p_gain * err, lo, hi)
         return ControllerState(log_coef.astype(jnp.float32), integral.astype(jnp.float32),
-                               m.astype(jnp.float32), k)
+                               m.astype(jnp.float32), slow.astype(jnp.float32), k)

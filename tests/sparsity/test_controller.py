@@ -15,14 +15,17 @@ from sparsejax.sparsity.controller import ControllerState, L1Controller
 def reference_run(c: L1Controller, l0s, ks):
     """The controller's law restated in float64 numpy, one step at a time."""
     integral = log_c = math.log(c.init_coef)
-    m, k_prev, out = None, None, []
+    a_fast, a_slow = c.ema, 1 - 1 / c.horizon
+    m = slow = k_prev = None
+    out = []
     for l0, k in zip(l0s, ks):
-        m_prev = m
-        m = l0 if m is None else c.ema * m + (1 - c.ema) * l0
+        m = l0 if m is None else a_fast * m + (1 - a_fast) * l0
+        slow = l0 if slow is None else a_slow * slow + (1 - a_slow) * l0
         e = math.log((m + 1) / (k + 1))
         falling = k_prev is not None and k < k_prev
-        rate = math.log((m + 1) / (m_prev + 1)) if m_prev is not None else 0.0
-        approaching = m_prev is not None and e * rate < 0 and abs(rate) * c.horizon >= abs(e)
+        # trend: the gap of the averages over the gap of their ramp lags a / (1 - a)
+        trend = math.log((m + 1) / (slow + 1)) / (a_slow / (1 - a_slow) - a_fast / (1 - a_fast))
+        approaching = e * trend < 0 and abs(trend) * c.horizon >= abs(e)
         d = 0.0 if ((e < 0 and falling) or approaching) else c.gain * e
         lo, hi = math.log(c.init_coef), math.log(c.max_coef)
         integral = min(max(integral + d, lo), hi)
@@ -114,3 +117,5 @@ def test_bad_controller_config():
         L1Controller(p_gain=float("nan"))
     with pytest.raises(ValueError, match="ema"):
         L1Controller(ema=1.0)
+    with pytest.raises(ValueError, match="horizon must be 0 or longer"):
+        L1Controller(ema=0.9, horizon=8.0)
