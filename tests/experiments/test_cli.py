@@ -62,7 +62,13 @@ def test_bench_lists_and_refuses_unknown(capsys):
     assert "unknown bench 'nope'" in capsys.readouterr().err
 
 
-def test_bench_render_prints_json_lines(capsys):
+def test_bench_render_prints_json_lines(capsys, monkeypatch):
+    from experiments.bench import render
+
+    # the bench itself, on smaller stand-in files and batches
+    monkeypatch.setattr(render, "BATCH", 32)
+    monkeypatch.setattr(render, "_STAND_IN_SIZES", {"dsprites": (3, 6, 2, 2, 2),
+                                                    "shapes3d": (2, 2, 2, 2, 2, 2)})
     assert experiments_main(["bench", "--only", "render"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {(r["dataset"], r["source"]) for r in rows} == {
