@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-CONV_IMPLS = ("auto", "lax", "phase")
+CONV_IMPLS = ("auto", "lax", "phase", "phase2x2", "phase_mm")
 AUTO_CONV_IMPL = {"cpu": "phase"}  # backends not listed use "lax"
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -65,11 +65,74 @@ def _same_pads(k: int, s: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _valid_conv(u_BxHxWxC, kk_AxAxCxD):
+    """Stride-1 VALID conv ``[B, H, W, C] -> [B, H-A+1, W-A+1, D]``; a 1x1 kernel is a matmul."""
+    if kk_AxAxCxD.shape[0] == 1:
+        return jnp.einsum("bhwc,cd->bhwd", u_BxHxWxC, kk_AxAxCxD[0, 0])
+    return lax.conv_general_dilated(u_BxHxWxC, kk_AxAxCxD, (1, 1), "VALID",
+                                    dimension_numbers=_DN)
+
+
+def _taps_stacked(x_BxHxWxC, a: int, h: int, w: int):
+    """``[B, h, w, A*A, C]``: entry ``(i, j, (p, q))`` is ``x[i + p, j + q]`` (the A x A windows)."""
+    return jnp.stack([x_BxHxWxC[:, p:p + h, q:q + w] for p in range(a) for q in range(a)], -2)
+
+
+def _tn(x_MxP, y_MxQ):
+    """``x^T y``: ``[P, Q]``, contracted over the long axis M."""
+    return lax.dot_general(x_MxP, y_MxQ, (((0,), (0,)), ((), ())))
+
+
+def _valid_conv_kernel_grad(u_BxHxWxC, dy_BxGxVxD, a: int):
+    """``dK[p, q, c, d] = sum_{b, i, j} u[b, i+p, j+q, c] dy[b, i, j, d]`` as one matmul.
+
+    The gradient of :func:`_valid_conv` w.r.t. its ``[A, A, C, D]`` kernel. XLA:CPU lowers
+    it as a convolution whose window is the whole image, which has no fast kernel there;
+    as a matmul it contracts the long axis ``B*G*V``. The A*A shifted copies are made of
+    the side with fewer channels: the input's windows (im2col) when C <= D, else ``dy``
+    shifted into the input's frame (then the matmul contracts ``B*H*W``).
+    """
+    b, g, v, d = dy_BxGxVxD.shape
+    c = u_BxHxWxC.shape[-1]
+    if c <= d:
+        pt = _taps_stacked(u_BxHxWxC, a, g, v).reshape(b * g * v, a * a * c)
+        return _tn(pt, dy_BxGxVxD.reshape(-1, d)).reshape(a, a, c, d)
+    h, w = u_BxHxWxC.shape[1:3]
+    shifted = jnp.stack([jnp.pad(dy_BxGxVxD, ((0, 0), (p, a - 1 - p), (q, a - 1 - q), (0, 0)))
+                         for p in range(a) for q in range(a)], -2)  # [B, H, W, A*A, D]
+    dk = _tn(u_BxHxWxC.reshape(b * h * w, c), shifted.reshape(b * h * w, a * a * d))
+    return dk.reshape(c, a, a, d).transpose(1, 2, 0, 3)
+
+
+@jax.custom_vjp
+def _valid_conv_mm(u_BxHxWxC, kk_AxAxCxD):
+    """:func:`_valid_conv` whose kernel gradient is :func:`_valid_conv_kernel_grad`."""
+    return _valid_conv(u_BxHxWxC, kk_AxAxCxD)
+
+
+def _valid_conv_mm_fwd(u, kk):
+    return _valid_conv(u, kk), (u, kk)
+
+
+def _valid_conv_mm_bwd(res, dy):
+    u, kk = res
+    du = jax.vjp(lambda u: _valid_conv(u, kk), u)[1](dy)[0]  # a stride-1 conv of dy
+    if kk.shape[0] == 1:
+        dk = _tn(u.reshape(-1, u.shape[-1]), dy.reshape(-1, dy.shape[-1]))[None, None]
+    else:
+        dk = _valid_conv_kernel_grad(u, dy, kk.shape[0])
+    return du, dk
+
+
+_valid_conv_mm.defvjp(_valid_conv_mm_fwd, _valid_conv_mm_bwd)
+
+
 def conv_s2(x, kernel, impl: str):
     """Stride-2 "SAME" convolution ``[B, H, W, Ci] -> [B, H/2, W/2, Co]`` (no bias).
 
-    ``phase`` (even k, even H and W): pad, space-to-depth, then a stride-1 VALID conv with
-    kernel ``K'[a, b, (dy, dx, ci), co] = kernel[2a + dy, 2b + dx, ci, co]``.
+    The phase forms (even k, even H and W): pad, space-to-depth, then a stride-1 VALID conv
+    with kernel ``K'[a, b, (dy, dx, ci), co] = kernel[2a + dy, 2b + dx, ci, co]`` (no zero
+    taps); ``phase_mm`` takes that conv's kernel gradient as a matmul.
     """
     k, _, ci, co = kernel.shape
     _, h, w, _ = x.shape
@@ -79,9 +142,7 @@ def conv_s2(x, kernel, impl: str):
     u = space_to_depth(jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0))))
     kk = kernel.reshape(k // 2, 2, k // 2, 2, ci, co).transpose(0, 2, 1, 3, 4, 5)
     kk = kk.reshape(k // 2, k // 2, 4 * ci, co)
-    if k == 2:  # a 1x1 conv: a matmul over channels
-        return jnp.einsum("bhwd,de->bhwe", u, kk[0, 0])
-    return lax.conv_general_dilated(u, kk, (1, 1), "VALID", dimension_numbers=_DN)
+    return (_valid_conv_mm if impl == "phase_mm" else _valid_conv)(u, kk)
 
 
 def _phase_taps(k: int) -> tuple[np.ndarray, int]:
@@ -99,28 +160,63 @@ def _phase_taps(k: int) -> tuple[np.ndarray, int]:
     return taps, -lo
 
 
+def _phase_kernel_3x3(kernel, taps):
+    """``[w, w, Ci, 4 Co]``: the four phases' taps in one window (0 where a phase has none)."""
+    w = taps.shape[0]
+    _, _, ci, co = kernel.shape
+    mask = (taps >= 0).astype(np.float32)
+    t = np.maximum(taps, 0)
+    # kp[wy, py, wx, px, ci, co] = kernel[t[wy, py], t[wx, px]] (0 where no tap)
+    kp = kernel[t[:, :, None, None], t[None, None, :, :]]
+    kp = kp * (mask[:, :, None, None] * mask[None, None, :, :])[..., None, None]
+    return kp.transpose(0, 2, 4, 1, 3, 5).reshape(w, w, ci, 4 * co)
+
+
+def _phase_starts(taps: np.ndarray, a: int) -> list[int]:
+    """Per output phase p, the first window row of its a taps (they are contiguous)."""
+    starts = []
+    for p in range(2):
+        rows = np.flatnonzero(taps[:, p] >= 0)
+        assert len(rows) == a and rows[-1] - rows[0] == a - 1, taps
+        starts.append(int(rows[0]))
+    return starts
+
+
 def conv_transpose_s2(x, kernel, impl: str):
     """Stride-2 "SAME" transposed conv ``[B, H, W, Ci] -> [B, 2H, 2W, Co]`` (no bias),
     equal to ``lax.conv_transpose(x, kernel, (2, 2), "SAME")`` (Flax's ``ConvTranspose``).
 
     ``phase``: one stride-1 conv whose ``4 Co`` outputs are the four output phases, then
     depth-to-space. For k = 4 the window is 3x3 and tap ``(w, p)`` of the phase kernel is
-    ``kernel[t]`` with ``t = [[0, -], [2, 1], [-, 3]][w][p]``.
+    ``kernel[t]`` with ``t = [[0, -], [2, 1], [-, 3]][w][p]``; 5 of its 9 taps per phase
+    are zero. ``phase2x2`` / ``phase_mm``: each phase reads only its own ``k/2 x k/2`` taps
+    (rows ``s_p .. s_p + k/2 - 1`` of that window): one stride-1 ``k/2 x k/2`` conv on the
+    ``(H + 1) x (W + 1)`` grid of window starts makes all four, and phase ``(py, px)`` is
+    read at start ``(m + s_py, n + s_px)`` (sub-pixel convolution, Shi et al. 2016).
     """
     k, _, ci, co = kernel.shape
     if impl == "lax" or k % 2:
         return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
     taps, lo = _phase_taps(k)  # [window, 2]
-    w = taps.shape[0]
-    mask = (taps >= 0).astype(np.float32)
-    t = np.maximum(taps, 0)
-    # kp[wy, py, wx, px, ci, co] = kernel[t[wy, py], t[wx, px]] (0 where no tap)
-    kp = kernel[t[:, :, None, None], t[None, None, :, :]]
-    kp = kp * (mask[:, :, None, None] * mask[None, None, :, :])[..., None, None]
-    kp = kp.transpose(0, 2, 4, 1, 3, 5).reshape(w, w, ci, 4 * co)
-    hi = w - 1 - lo
-    y = lax.conv_general_dilated(x, kp, (1, 1), ((lo, hi), (lo, hi)), dimension_numbers=_DN)
-    return depth_to_space(y)
+    win = taps.shape[0]
+    pads = ((0, 0), (lo, win - 1 - lo), (lo, win - 1 - lo), (0, 0))
+    if impl == "phase":
+        y = lax.conv_general_dilated(x, _phase_kernel_3x3(kernel, taps), (1, 1), pads[1:3],
+                                     dimension_numbers=_DN)
+        return depth_to_space(y)
+    a = k // 2
+    s = _phase_starts(taps, a)
+    # kp[i, j, ci, (py, px, co)] = kernel[taps[s_py + i, py], taps[s_px + j, px]]
+    t = np.stack([taps[s[p]:s[p] + a, p] for p in range(2)])  # [2 (phase), a]
+    kp = kernel[t[:, :, None, None], t[None, None, :, :]]  # [py, i, px, j, ci, co]
+    kp = kp.transpose(1, 3, 4, 0, 2, 5).reshape(a, a, ci, 4 * co)
+    conv = _valid_conv_mm if impl == "phase_mm" else _valid_conv
+    y = conv(jnp.pad(x, pads), kp)  # [B, H + win - a, W + win - a, 4 Co]
+    b, h, w, _ = x.shape
+    y = y.reshape(b, y.shape[1], y.shape[2], 2, 2, co)
+    rows = [jnp.stack([y[:, s[py]:s[py] + h, s[px]:s[px] + w, py, px] for px in range(2)], 3)
+            for py in range(2)]  # each [B, H, W, 2 (px), Co]
+    return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, co)
 
 
 class _StridedConv(nnx.Module):
