@@ -20,6 +20,8 @@ Layout NHWC throughout; images ``[B, 64, 64, C]`` with C = 1 (dSprites) or 3 (Sh
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,9 +68,22 @@ def _same_pads(k: int, s: int) -> tuple[int, int]:
 
 
 def _valid_conv(u_BxHxWxC, kk_AxAxCxD):
-    """Stride-1 VALID conv ``[B, H, W, C] -> [B, H-A+1, W-A+1, D]``; a 1x1 kernel is a matmul."""
-    if kk_AxAxCxD.shape[0] == 1:
+    """Stride-1 VALID conv ``[B, H, W, C] -> [B, H-A+1, W-A+1, D]``.
+
+    A 1x1 kernel is a matmul. With few outputs (``A*A*D < C``: the decoder's last layer)
+    it is one matmul to every tap's output followed by the sum of the A*A shifted taps
+    (col2im), which XLA:CPU runs faster than its convolution kernel there.
+    """
+    a, _, c, d = kk_AxAxCxD.shape
+    if a == 1:
         return jnp.einsum("bhwc,cd->bhwd", u_BxHxWxC, kk_AxAxCxD[0, 0])
+    if a * a * d < c:
+        b, h, w, _ = u_BxHxWxC.shape
+        g, v = h - a + 1, w - a + 1
+        z = jnp.einsum("bhwc,ce->bhwe", u_BxHxWxC,
+                       kk_AxAxCxD.transpose(2, 0, 1, 3).reshape(c, a * a * d))
+        z = z.reshape(b, h, w, a, a, d)
+        return sum(z[:, p:p + g, q:q + v, p, q] for p in range(a) for q in range(a))
     return lax.conv_general_dilated(u_BxHxWxC, kk_AxAxCxD, (1, 1), "VALID",
                                     dimension_numbers=_DN)
 
@@ -116,11 +131,14 @@ def _valid_conv_mm_fwd(u, kk):
 
 def _valid_conv_mm_bwd(res, dy):
     u, kk = res
-    du = jax.vjp(lambda u: _valid_conv(u, kk), u)[1](dy)[0]  # a stride-1 conv of dy
-    if kk.shape[0] == 1:
+    a = kk.shape[0]
+    # the input gradient: a stride-1 "full" conv of dy with the flipped, transposed kernel
+    dy_pad = jnp.pad(dy, ((0, 0), (a - 1, a - 1), (a - 1, a - 1), (0, 0)))
+    du = _valid_conv(dy_pad, kk[::-1, ::-1].transpose(0, 1, 3, 2))
+    if a == 1:
         dk = _tn(u.reshape(-1, u.shape[-1]), dy.reshape(-1, dy.shape[-1]))[None, None]
     else:
-        dk = _valid_conv_kernel_grad(u, dy, kk.shape[0])
+        dk = _valid_conv_kernel_grad(u, dy, a)
     return du, dk
 
 
@@ -212,11 +230,46 @@ def conv_transpose_s2(x, kernel, impl: str):
     kp = kp.transpose(1, 3, 4, 0, 2, 5).reshape(a, a, ci, 4 * co)
     conv = _valid_conv_mm if impl == "phase_mm" else _valid_conv
     y = conv(jnp.pad(x, pads), kp)  # [B, H + win - a, W + win - a, 4 Co]
-    b, h, w, _ = x.shape
-    y = y.reshape(b, y.shape[1], y.shape[2], 2, 2, co)
+    geom = (*s, *x.shape[1:3], *y.shape[1:3])
+    return (_phase_gather_mm if impl == "phase_mm" else _phase_gather)(y, geom)
+
+
+def _phase_gather(y_BxGxVxE, geom: tuple[int, ...]):
+    """``[B, G, V, 4 Co] -> [B, 2h, 2w, Co]`` with ``geom = (s0, s1, h, w, G, V)``: output
+    ``(2m + py, 2n + px)`` is phase ``(py, px)`` of window start ``(m + s[py], n + s[px])``."""
+    s0, s1, h, w, _, _ = geom
+    s = (s0, s1)
+    b, g, v, e = y_BxGxVxE.shape
+    co = e // 4
+    y = y_BxGxVxE.reshape(b, g, v, 2, 2, co)
     rows = [jnp.stack([y[:, s[py]:s[py] + h, s[px]:s[px] + w, py, px] for px in range(2)], 3)
-            for py in range(2)]  # each [B, H, W, 2 (px), Co]
+            for py in range(2)]  # each [B, h, w, 2 (px), Co]
     return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, co)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _phase_gather_mm(y_BxGxVxE, geom):
+    """:func:`_phase_gather` whose gradient is one stack of padded phases (autodiff adds
+    four zero-padded copies of the whole ``[B, G, V, 4 Co]`` tensor)."""
+    return _phase_gather(y_BxGxVxE, geom)
+
+
+def _phase_gather_fwd(y, geom):
+    return _phase_gather(y, geom), None
+
+
+def _phase_gather_bwd(geom, _, dout_Bx2hx2wxCo):
+    s0, s1, h, w, g, v = geom
+    s = (s0, s1)
+    b, co = dout_Bx2hx2wxCo.shape[0], dout_Bx2hx2wxCo.shape[-1]
+    d = dout_Bx2hx2wxCo.reshape(b, h, 2, w, 2, co)
+    phases = [jnp.pad(d[:, :, py, :, px], ((0, 0), (s[py], g - h - s[py]),
+                                            (s[px], v - w - s[px]), (0, 0)))
+              for py in range(2) for px in range(2)]
+    return (jnp.stack(phases, 3).reshape(b, g, v, 4 * co),)
+
+
+_phase_gather_mm.defvjp(_phase_gather_fwd, _phase_gather_bwd)
 
 
 class _StridedConv(nnx.Module):
