@@ -12,8 +12,22 @@ Both strided layers hold exactly the parameters of their Flax counterparts (``nn
   followed by depth-to-space. XLA:CPU differentiates strided and transposed convs through
   input-dilated convolutions, which have no fast kernel there (the decoder's forward +
   backward: 270 ms as ``nnx.ConvTranspose`` vs 34 ms this way, batch 64); every conv in
-  this form, and every conv in its gradient, is a plain stride-1 conv.
-- ``"auto"``: ``"phase"`` on CPU, ``"lax"`` elsewhere (:data:`AUTO_CONV_IMPL`).
+  this form, and every conv in its gradient, is a plain stride-1 conv. 5 of the 9 taps of
+  each phase's 3x3 window are zero (the decoder does 2.25x the FLOPs it needs).
+- ``"phase2x2"``: the phase form without the zero taps: each output phase of a transposed
+  conv reads only its own ``k/2 x k/2`` taps, so one stride-1 ``k/2 x k/2`` conv over the
+  ``(H + 1) x (W + 1)`` grid of window starts makes the four phases (sub-pixel convolution,
+  Shi et al. 2016); the strided conv is the phase form's (it has no zero taps).
+- ``"phase_mm"``: ``phase2x2`` with a hand-written gradient of its stride-1 convs. XLA:CPU
+  computes a conv's kernel gradient as a convolution whose window is the whole image,
+  which its conv kernels run at a fraction of the matmul rate (in the phase form that was
+  half of the train step); here it is one matmul over the A*A shifted copies of the side
+  with fewer channels. The input gradient is the usual stride-1 conv of the output
+  gradient; a layer with few outputs (``A*A*Co < Ci``) runs as a matmul plus a shifted sum.
+- ``"auto"``: ``"phase_mm"`` on CPU, ``"lax"`` elsewhere (:data:`AUTO_CONV_IMPL`).
+
+Every form computes the same sums in a different order: outputs and gradients agree to
+float32 round-off (tests/models/test_conv.py checks every layer shape of the model).
 
 Layout NHWC throughout; images ``[B, 64, 64, C]`` with C = 1 (dSprites) or 3 (Shapes3D).
 """
@@ -29,7 +43,9 @@ from flax import nnx
 from jax import lax
 
 CONV_IMPLS = ("auto", "lax", "phase", "phase2x2", "phase_mm")
-AUTO_CONV_IMPL = {"cpu": "phase"}  # backends not listed use "lax"
+# compute dtypes of the convs and matmuls (parameters, loss and Top-k stay float32)
+COMPUTE_DTYPES = ("float32", "bfloat16")
+AUTO_CONV_IMPL = {"cpu": "phase_mm"}  # the fastest measured on CPU; others: "lax"
 _DN = ("NHWC", "HWIO", "NHWC")
 
 # TensorFlow's layer defaults, which disentanglement_lib's tf.layers use.
@@ -182,7 +198,7 @@ def _phase_kernel_3x3(kernel, taps):
     """``[w, w, Ci, 4 Co]``: the four phases' taps in one window (0 where a phase has none)."""
     w = taps.shape[0]
     _, _, ci, co = kernel.shape
-    mask = (taps >= 0).astype(np.float32)
+    mask = jnp.asarray(taps >= 0, kernel.dtype)
     t = np.maximum(taps, 0)
     # kp[wy, py, wx, px, ci, co] = kernel[t[wy, py], t[wx, px]] (0 where no tap)
     kp = kernel[t[:, :, None, None], t[None, None, :, :]]
@@ -278,14 +294,17 @@ class _StridedConv(nnx.Module):
     _op = None  # conv_s2 or conv_transpose_s2
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
-                 impl: str = "auto", rngs: nnx.Rngs):
+                 impl: str = "auto", dtype: str = "float32", rngs: nnx.Rngs):
         self.impl = resolve_conv_impl(impl)
+        self.dtype = dtype  # of the conv's inputs and products; the output is float32
         self.kernel = nnx.Param(kernel_init(rngs.params(),
                                             (kernel_size, kernel_size, in_features, out_features)))
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,)))
 
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
-        return type(self)._op(x_BxHxWxC, self.kernel[...], self.impl) + self.bias[...]
+        y = type(self)._op(x_BxHxWxC.astype(self.dtype), self.kernel[...].astype(self.dtype),
+                           self.impl)
+        return y.astype(jnp.float32) + self.bias[...]
 
 
 class Conv(_StridedConv):
@@ -301,8 +320,10 @@ class ConvTranspose(_StridedConv):
     _op = staticmethod(conv_transpose_s2)
 
 
-def dense(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(d_in, d_out, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
+def dense(d_in: int, d_out: int, rngs: nnx.Rngs, dtype: str = "float32") -> nnx.Linear:
+    """A TF-initialised Linear with float32 parameters computing in ``dtype``."""
+    return nnx.Linear(d_in, d_out, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+                      param_dtype=jnp.float32, rngs=rngs)
 
 
 class Encoder(nnx.Module):
@@ -311,35 +332,38 @@ class Encoder(nnx.Module):
     ``[B, 64, 64, C] -> f [B, 256]``: Conv(32, 4, s2) -> Conv(32, 4, s2) -> Conv(64, 2, s2)
     -> Conv(64, 2, s2), ReLU each -> flatten 1024 -> Dense 256 ReLU. The mean and
     log-variance heads live in the model, because the hybrid puts its sparse layer
-    between this hidden layer and them.
+    between this hidden layer and them. ``dtype``: of the convs' and the Dense layer's
+    products (``COMPUTE_DTYPES``); f is float32 either way.
     """
 
     def __init__(self, channels: int, *, hidden: int = 256, impl: str = "auto",
-                 rngs: nnx.Rngs):
+                 dtype: str = "float32", rngs: nnx.Rngs):
         specs = ((channels, 32, 4), (32, 32, 4), (32, 64, 2), (64, 64, 2))
-        self.convs = nnx.List([Conv(ci, co, k, impl=impl, rngs=rngs) for ci, co, k in specs])
-        self.fc = dense(4 * 4 * 64, hidden, rngs)
+        self.convs = nnx.List([Conv(ci, co, k, impl=impl, dtype=dtype, rngs=rngs)
+                               for ci, co, k in specs])
+        self.fc = dense(4 * 4 * 64, hidden, rngs, dtype)
 
     def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
         h = x_BxHxWxC
         for conv in self.convs:
             h = jax.nn.relu(conv(h))
-        return jax.nn.relu(self.fc(h.reshape(h.shape[0], -1)))
+        return jax.nn.relu(self.fc(h.reshape(h.shape[0], -1))).astype(jnp.float32)
 
 
 class Decoder(nnx.Module):
     """disentanglement_lib ``deconv_decoder``: ``z [B, L] -> logits [B, 64, 64, C]``.
 
     Dense 256 ReLU -> Dense 1024 ReLU -> reshape [4, 4, 64] -> ConvT(64, 4, s2) ->
-    ConvT(32, 4, s2) -> ConvT(32, 4, s2) (ReLU each) -> ConvT(C, 4, s2): Bernoulli logits.
+    ConvT(32, 4, s2) -> ConvT(32, 4, s2) (ReLU each) -> ConvT(C, 4, s2): Bernoulli logits,
+    float32 whatever the compute ``dtype`` of the layers.
     """
 
     def __init__(self, num_latents: int, channels: int, *, impl: str = "auto",
-                 rngs: nnx.Rngs):
-        self.fc1 = dense(num_latents, 256, rngs)
-        self.fc2 = dense(256, 1024, rngs)
+                 dtype: str = "float32", rngs: nnx.Rngs):
+        self.fc1 = dense(num_latents, 256, rngs, dtype)
+        self.fc2 = dense(256, 1024, rngs, dtype)
         specs = ((64, 64), (64, 32), (32, 32), (32, channels))
-        self.deconvs = nnx.List([ConvTranspose(ci, co, 4, impl=impl, rngs=rngs)
+        self.deconvs = nnx.List([ConvTranspose(ci, co, 4, impl=impl, dtype=dtype, rngs=rngs)
                                  for ci, co in specs])
 
     def __call__(self, z_BxL: jax.Array) -> jax.Array:

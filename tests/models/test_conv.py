@@ -147,7 +147,7 @@ def test_kernel_grad_matmul_equals_autodiff_both_sides(rng):
 
 
 def test_resolve_conv_impl():
-    assert conv.resolve_conv_impl("auto", "cpu") == "phase"
+    assert conv.resolve_conv_impl("auto", "cpu") == "phase_mm"
     assert conv.resolve_conv_impl("auto", "gpu") == "lax"
     assert conv.resolve_conv_impl("lax", "cpu") == "lax"
     with pytest.raises(ValueError, match="conv impl"):
