@@ -11,6 +11,11 @@ number it shows; the plots are PNGs in ``DIR`` (``experiments.collapse_report``)
 
     python -m experiments collapse --preset small --out runs/collapse
     python -m experiments collapse --preset small --out runs/collapse --resume
+    python -m experiments collapse --preset paper --dry-run [--rate IMAGES_PER_S]
+
+``--dry-run`` trains nothing: it prints the study's training time (the main grid, the
+revival, one cell) at a train rate measured by a short timed run of the first cell's step,
+or at ``--rate`` (:func:`cost_estimate`; the ``paper_estimate`` bench row is the same).
 
 Runs live in ``DIR/runs/<dataset>-<method>/`` (one engine run directory per cell, its seeds
 trained together in one program); a finished cell is marked ``DONE`` and skipped on
