@@ -11,6 +11,11 @@ number it shows; the plots are PNGs in ``DIR`` (``experiments.collapse_report``)
 
     python -m experiments collapse --preset small --out runs/collapse
     python -m experiments collapse --preset small --out runs/collapse --resume
+    python -m experiments collapse --preset paper --dry-run [--rate IMAGES_PER_S]
+
+``--dry-run`` trains nothing: it prints the study's training time (the main grid, the
+revival, one cell) at a train rate measured by a short timed run of the first cell's step,
+or at ``--rate`` (:func:`cost_estimate`; the ``paper_estimate`` bench row is the same).
 
 Runs live in ``DIR/runs/<dataset>-<method>/`` (one engine run directory per cell, its seeds
 trained together in one program); a finished cell is marked ``DONE`` and skipped on
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -194,6 +200,75 @@ def preset_config(name: str, **overrides) -> CollapseConfig:
     return cfg
 
 
+def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
+    """The collapse study's config (results.json's ``config``), continued at its final k for
+    ``epochs`` (default: its ``revival_epochs``), sparse cells only. The runs' settings come
+    from the TrainConfigs the study recorded per cell, so a revival continues exactly the
+    runs that were trained."""
+    from sparsejax.train import ConfigError
+
+    d = {k: v for k, v in collapse_cfg.items() if k != "cells"}
+    d["datasets"], d["methods"] = tuple(d["datasets"]), tuple(d["methods"])
+    if not d["methods"]:
+        raise ConfigError("the collapse study has no sparse runs to continue (no methods)")
+    recorded = collapse_cfg.get("cells", {}).get(cell_name(d["datasets"][0], d["methods"][0]))
+    if recorded:
+        d["train"] = {k: v for k, v in recorded.items() if k not in GRID_FIELDS}
+    cfg = CollapseConfig(**d)
+    n = epochs or cfg.revival_epochs
+    end = cfg.train_config(cfg.datasets[0], cfg.methods[0]).schedule.end
+    train = {**cfg.train, "epochs": n, "schedule": {**cfg.train.get("schedule", {}),
+                                                     "start": end, "end": end, "length": 1}}
+    cfg = dataclasses.replace(cfg, baseline=False, controls=False, warmup_epochs=0, train=train)
+    cfg.validate()
+    return cfg
+
+
+# --------------------------------------------------------------------------- cost
+def train_images(cfg: CollapseConfig, dataset_size=None) -> dict[str, int]:
+    """Images every cell of ``cfg`` trains on, all its seeds together, by cell name (0 for
+    the untrained control, which is only evaluated): epochs x steps per epoch x batch x
+    seeds, from the cells' own TrainConfigs. ``dataset_size(name)``: images in one pass
+    over a dataset, asked only where ``steps_per_epoch`` is None (``--one-pass``)."""
+    out = {}
+    for dataset, arm in cfg.cells():
+        t = cfg.train_config(dataset, arm)
+        if arm == "untrained":
+            out[cell_name(dataset, arm)] = 0
+            continue
+        spe = t.steps_per_epoch or t.resolved_steps_per_epoch(dataset_size(dataset))
+        out[cell_name(dataset, arm)] = t.epochs * spe * t.batch_size * t.num_seeds
+    return out
+
+
+def cost_estimate(cfg: CollapseConfig, images_per_s: float, dataset_size=None) -> dict:
+    """Training wall time of the study ``cfg`` and its revival at a train rate of
+    ``images_per_s`` (images per second, all seeds of a cell together): the whole main
+    grid (``main_grid_h``, hours), the revival (``revival_h``: every sparse cell for
+    ``revival_epochs`` more), and one cell (``cell_min``, minutes: the first dataset's first
+    method, with all its seeds). Training steps only: the per-epoch evaluations and the
+    compilations come on top."""
+    main = train_images(cfg, dataset_size)
+    revival = train_images(revival_config(config_dict(cfg), None), dataset_size)
+    cell = cell_name(cfg.datasets[0], cfg.methods[0] if cfg.methods else "dense")
+    return {"preset": cfg.preset, "images_per_s": images_per_s,
+            "main_grid_h": sum(main.values()) / images_per_s / 3600,
+            "revival_h": sum(revival.values()) / images_per_s / 3600,
+            "cell": cell, "cell_min": main[cell] / images_per_s / 60,
+            "main_grid_images": sum(main.values()), "revival_images": sum(revival.values()),
+            "cells": len(main), "seeds": cfg.num_seeds}
+
+
+def measured_rate(cfg: CollapseConfig, min_time: float = 2.0) -> float:
+    """Images/s of the real train step of ``cfg``'s first cell (all its seeds), timed for
+    ``min_time`` seconds after compiling (``experiments.bench.train.measure``)."""
+    from experiments.bench.train import measure
+
+    t = cfg.train_config(cfg.datasets[0], cfg.methods[0] if cfg.methods else "dense")
+    return measure(t.dataset, t.method, seeds=t.num_seeds, batch=t.batch_size,
+                   conv_impl=t.conv_impl, min_time=min_time)["images_per_s"]
+
+
 # --------------------------------------------------------------------------- running
 def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path | None = None,
               tensorboard: bool = True, label: str = "collapse") -> tuple[dict, dict, str]:
@@ -268,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments collapse", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small", help=f"one of {sorted(PRESETS)} (default small)")
-    p.add_argument("--out", required=True, help="study directory")
+    p.add_argument("--out", help="study directory (required unless --dry-run)")
     p.add_argument("--resume", action="store_true", help="continue a study in DIR")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the preset's)")
     p.add_argument("--seed", type=int, help="the first seed (default 0)")
@@ -288,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any engine config field, e.g. --set schedule.kind=cosine")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the study's estimated training time as one JSON line and exit "
+                        "(trains nothing; the rate from --rate, else a short timed run of the "
+                        "first cell's train step)")
+    p.add_argument("--rate", type=float, metavar="IMAGES_PER_S",
+                   help="with --dry-run: the train rate to estimate at (images/s per cell)")
     return p
 
 
@@ -334,7 +415,12 @@ def config_from_args(args) -> CollapseConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None and not args.dry_run:
+        parser.error("the following arguments are required: --out")
+    if args.rate is not None and not args.rate > 0:
+        parser.error(f"--rate must be > 0 images/s, got {args.rate}")
     from sparsejax.train import ConfigError
 
     try:
@@ -342,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        return dry_run(cfg, args.rate)
     out = output_path(args.out)
     if not args.resume and (out / "runs").exists():
         print(f"error: {out} already holds a study; continue it with --resume or choose "
@@ -351,6 +439,21 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[2:] if argv is None else argv)
     return execute(cfg, out, resume=args.resume, command=command,
                    tensorboard=not args.no_tensorboard)
+
+
+def dry_run(cfg: CollapseConfig, rate: float | None) -> int:
+    """Prints :func:`cost_estimate` of ``cfg`` as one JSON line (the ``paper_estimate``
+    bench row's fields) and trains nothing."""
+    import jax
+
+    def dataset_size(name: str) -> int:
+        return len(get_dataset(name, cfg.source, cfg.data_dir))
+
+    d = jax.devices()[0]
+    est = cost_estimate(cfg, rate or measured_rate(cfg), dataset_size)
+    est["rate_from"] = "--rate" if rate else "measured"
+    print(json.dumps({**est, "device": f"{d.platform}:{d.device_kind} x{jax.device_count()}"}))
+    return 0
 
 
 def execute(cfg: CollapseConfig, out: Path, *, resume: bool, command: str,

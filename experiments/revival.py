@@ -12,7 +12,6 @@ fire again (per threshold). Writes ``DIR2/results.json``, ``DIR2/report.md`` and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -20,37 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.collapse import GRID_FIELDS, CollapseConfig, run_cells_or_exit_code
+from experiments.collapse import revival_config, run_cells_or_exit_code
 from experiments.collapse_paper import PAPER_K, cell_name
 from experiments.collapse_render import fill, load_template, md_table, pm
 from experiments.collapse_stats import by_run, dead_masks, mean_std, tau_keys, tau_label
 from experiments.wall_time import WallTime
 from sparsejax.atomic_io import RunFileError, read_json, write_atomic
 from sparsejax.dir_lock import DirLock, output_path
-
-
-def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
-    """The collapse study's config (results.json's ``config``), continued at its final k for
-    ``epochs`` (default: its ``revival_epochs``), sparse cells only. The runs' settings come
-    from the TrainConfigs the study recorded per cell, so a revival continues exactly the
-    runs that were trained."""
-    from sparsejax.train import ConfigError
-
-    d = {k: v for k, v in collapse_cfg.items() if k != "cells"}
-    d["datasets"], d["methods"] = tuple(d["datasets"]), tuple(d["methods"])
-    if not d["methods"]:
-        raise ConfigError("the collapse study has no sparse runs to continue (no methods)")
-    recorded = collapse_cfg.get("cells", {}).get(cell_name(d["datasets"][0], d["methods"][0]))
-    if recorded:
-        d["train"] = {k: v for k, v in recorded.items() if k not in GRID_FIELDS}
-    cfg = CollapseConfig(**d)
-    n = epochs or cfg.revival_epochs
-    end = cfg.train_config(cfg.datasets[0], cfg.methods[0]).schedule.end
-    train = {**cfg.train, "epochs": n, "schedule": {**cfg.train.get("schedule", {}),
-                                                     "start": end, "end": end, "length": 1}}
-    cfg = dataclasses.replace(cfg, baseline=False, controls=False, warmup_epochs=0, train=train)
-    cfg.validate()
-    return cfg
 
 
 def revival_table(before: dict, records: dict[str, list[dict]],

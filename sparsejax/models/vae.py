@@ -66,18 +66,22 @@ class VAE(nnx.Module):
       topk_impl: :func:`sparsejax.ops.topk` implementation.
       topk_relu: Top-k keeps ReLU(TopK(pre)) (default) or TopK(pre), exactly k active.
       conv_impl: strided conv formulation (:mod:`sparsejax.models.conv`).
+      compute_dtype: of the encoder's and decoder's convs and Dense layers
+        (``"float32"`` or ``"bfloat16"``); parameters, the sparse layer (its Top-k
+        selection), the latent heads and the logits stay float32.
     """
 
     def __init__(self, channels: int, *, method: str = "topk", num_units: int = 500,
                  num_latents: int = 10, hidden: int = 256, placement: str = "hidden",
                  topk_impl: str = "auto", topk_relu: bool = True, conv_impl: str = "auto",
-                 rngs: nnx.Rngs):
+                 compute_dtype: str = "float32", rngs: nnx.Rngs):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         if placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}: expected one of {PLACEMENTS}")
         self.placement = placement
-        self.encoder = Encoder(channels, hidden=hidden, impl=conv_impl, rngs=rngs)
+        self.encoder = Encoder(channels, hidden=hidden, impl=conv_impl, dtype=compute_dtype,
+                               rngs=rngs)
         sparse, head_in = None, hidden
         if method != "dense":
             d_in = hidden if placement == "hidden" else num_latents
@@ -88,7 +92,8 @@ class VAE(nnx.Module):
         self.sparse = nnx.data(sparse)
         self.mean = dense(head_in, num_latents, rngs)
         self.logvar = dense(head_in, num_latents, rngs)
-        self.decoder = Decoder(num_latents, channels, impl=conv_impl, rngs=rngs)
+        self.decoder = Decoder(num_latents, channels, impl=conv_impl, dtype=compute_dtype,
+                               rngs=rngs)
 
     def encode(self, x_BxHxWxC: jax.Array, k: jax.Array) -> VAEOutputs:
         """Everything up to the latent distribution (z and logits left as mu and None)."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from sparsejax.data import DATASETS, SOURCE_CHOICES
 from sparsejax.metrics.dead_units import DEAD_THRESHOLDS
-from sparsejax.models.conv import CONV_IMPLS
+from sparsejax.models.conv import COMPUTE_DTYPES, CONV_IMPLS
 from sparsejax.models.vae import METHODS, PLACEMENTS
 from sparsejax.ops import IMPLS as TOPK_IMPLS
 from sparsejax.sparsity.controller import L1Controller
@@ -79,7 +79,9 @@ class TrainConfig:
     Seeds: ``num_seeds`` runs with seeds ``seed, seed + 1, ...`` train in one program
     (``seed_map``: vmapped, or unrolled side by side; "auto" unrolls on CPU).
     Implementations: ``topk_impl`` (:func:`sparsejax.ops.topk`), ``conv_impl``
-    (:mod:`sparsejax.models.conv`); "auto" picks per backend.
+    (:mod:`sparsejax.models.conv`); "auto" picks per backend. ``compute_dtype``: of the
+    encoder's and decoder's convs and matmuls (``bfloat16``: mixed precision, with float32
+    parameters, Adam state, loss and Top-k selection).
     """
 
     dataset: str = option("dsprites", affects="model")
@@ -96,6 +98,7 @@ class TrainConfig:
     topk_impl: str = "auto"
     topk_relu: bool = True  # Top-k: ReLU(TopK(pre)); False: TopK(pre), exactly k active
     conv_impl: str = "auto"
+    compute_dtype: str = "float32"
     seed_map: str = "auto"  # how S seeds share the program: vmap | unroll (auto: unroll on CPU)
     # may change on resume (e.g. lower after a divergence): the numbers differ from then on
     learning_rate: float = option(1e-4, resumable=True)
@@ -119,6 +122,7 @@ class TrainConfig:
         _check_choice("placement", self.placement, PLACEMENTS)
         _check_choice("topk_impl", self.topk_impl, TOPK_IMPLS)
         _check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
+        _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         _check_choice("seed_map", self.seed_map, SEED_MAPS)
         for name in ("num_units", "num_latents", "batch_size", "epochs", "eval_size",
                      "eval_batch", "num_seeds", "log_every", "keep_checkpoints"):

@@ -18,7 +18,7 @@ def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
     return VAE(channels, method=cfg.method, num_units=cfg.num_units,
                num_latents=cfg.num_latents, placement=cfg.placement,
                topk_impl=cfg.topk_impl, topk_relu=cfg.topk_relu,
-               conv_impl=cfg.conv_impl, rngs=rngs)
+               conv_impl=cfg.conv_impl, compute_dtype=cfg.compute_dtype, rngs=rngs)
 
 
 def model_graphdef(cfg: TrainConfig, channels: int) -> nnx.GraphDef:

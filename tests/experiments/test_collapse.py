@@ -124,6 +124,63 @@ def test_nested_overrides_merge_with_the_preset():
     assert (s.kind, s.start, s.end, s.length) == ("cosine", 500, 50, 3)
 
 
+# --------------------------------------------------------------------------- cost
+def test_paper_cost_estimate_against_a_hand_count():
+    """The paper preset: per dataset, Top-k, L1, ReLU-no-penalty, fixed-k and the dense
+    baseline train (the untrained control does not), 50 epochs x 11,520 steps x batch 64 x
+    3 seeds each; the revival continues the 4 sparse cells 100 epochs."""
+    cell = 50 * 11_520 * 64 * 3
+    est = collapse.cost_estimate(collapse.preset_config("paper"), images_per_s=1000.0)
+    assert est["main_grid_images"] == 2 * 5 * cell
+    assert est["revival_images"] == 2 * 2 * 100 * 11_520 * 64 * 3
+    assert est["main_grid_h"] == pytest.approx(2 * 5 * cell / 1000 / 3600)  # 307.2 h
+    assert est["revival_h"] == pytest.approx(4 * 100 * 11_520 * 64 * 3 / 1000 / 3600)
+    assert est["cell"] == "dsprites-topk" and est["cell_min"] == pytest.approx(cell / 1000 / 60)
+    assert est["cells"] == 12 and est["seeds"] == 3
+
+
+def test_cost_counts_warmups_and_one_pass_epochs():
+    cfg = collapse.preset_config("small", warmup_epochs=2, controls=False, baseline=False,
+                                 train={"steps_per_epoch": None})
+    images = collapse.train_images(cfg, dataset_size=lambda name: 3200)
+    steps = 3200 // 32  # one pass at the small preset's batch 32
+    assert images == {"dsprites-warmup": 2 * steps * 32 * 2,
+                      "dsprites-topk": 4 * steps * 32 * 2, "dsprites-l1": 4 * steps * 32 * 2}
+
+
+def test_dry_run_prints_the_estimate_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run must not train or time anything")
+
+    monkeypatch.setattr(collapse, "run_cells", refuse)
+    monkeypatch.setattr(collapse, "measured_rate", refuse)
+    assert collapse.main(["--preset", "paper", "--dry-run", "--rate", "1000",
+                          "--out", str(tmp_path / "s")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row == {**collapse.cost_estimate(collapse.preset_config("paper"), 1000.0),
+                   "rate_from": "--rate", "device": row["device"]}
+    assert not (tmp_path / "s").exists()
+
+
+def test_dry_run_needs_no_out_but_a_positive_rate(capsys):
+    with pytest.raises(SystemExit):
+        collapse.main(["--preset", "paper", "--dry-run", "--rate", "0"])
+    assert "--rate must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        collapse.main(["--preset", "paper"])
+    assert "required: --out" in capsys.readouterr().err
+
+
+def test_paper_estimate_bench_row(monkeypatch):
+    from experiments.bench import paper
+
+    monkeypatch.setattr(paper, "measured_rate", lambda cfg, min_time: 2000.0)
+    (row,) = paper.paper_estimate()
+    assert row == {**collapse.cost_estimate(collapse.preset_config("paper"), 2000.0),
+                   "rate_from": "measured"}
+    assert {"main_grid_h", "revival_h", "cell_min"} <= set(row)
+
+
 def test_summary_statistics_against_numpy(rng):
     a, b = rng.uniform(10, 40, 3), rng.uniform(50, 90, 4)
     sa, sb = mean_std(a), mean_std(b)

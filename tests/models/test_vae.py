@@ -161,3 +161,42 @@ def test_l1_penalty_cannot_be_dodged_by_rescaling(rng):
     for name in ("recon", "kl", "l1", "l0"):
         np.testing.assert_allclose(float(after[name]), float(before[name]), rtol=1e-4,
                                    err_msg=name)
+
+
+def test_bfloat16_compute_is_finite_and_tracks_float32(rng):
+    """Mixed precision: the same seed, data and 5 Adam steps (lr 1e-3) with the encoder's
+    and decoder's convs and matmuls in bfloat16 stay finite, keep float32 parameters,
+    Adam state and loss, and give losses within 1% of float32 (bfloat16 keeps 8
+    significant bits: about 0.4% per product, averaged over thousands of terms)."""
+    import optax
+
+    x = jnp.asarray(rng.uniform(size=(8, 64, 64, 1)) < 0.2, jnp.float32)
+    eps = jnp.asarray(rng.normal(size=(8, 10)), jnp.float32)
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        model = VAE(1, compute_dtype=dtype, rngs=nnx.Rngs(0))
+        gd, params = nnx.split(model, nnx.Param)
+        opt = optax.adam(1e-3)
+        opt_state = opt.init(params)
+
+        def loss_fn(p):
+            out = nnx.merge(gd, p)(x, eps, 50)
+            assert out.logits.dtype == out.h.dtype == out.f.dtype == jnp.float32
+            return total_loss(loss_terms(out, x))
+
+        @jax.jit
+        def step(p, s):
+            loss, g = jax.value_and_grad(loss_fn)(p)
+            upd, s = opt.update(g, s, p)
+            return optax.apply_updates(p, upd), s, loss
+
+        losses = []
+        for _ in range(5):
+            params, opt_state, loss = step(params, opt_state)
+            losses.append(float(loss))
+        assert all(v.dtype == jnp.float32 for v in jax.tree.leaves((params, opt_state))
+                   if hasattr(v, "dtype") and jnp.issubdtype(v.dtype, jnp.floating))
+        runs[dtype] = np.asarray(losses)
+    assert np.all(np.isfinite(runs["bfloat16"]))
+    np.testing.assert_allclose(runs["bfloat16"], runs["float32"], rtol=1e-2)
+    assert runs["float32"][-1] < runs["float32"][0]  # it trains

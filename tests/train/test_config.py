@@ -29,6 +29,7 @@ def test_presets_are_valid_and_shaped_as_documented():
     (dict(learning_rate=0.0), "learning_rate must be > 0"),
     (dict(thresholds=(0.0, -1.0)), "thresholds"),
     (dict(topk_impl="fast"), "unknown topk_impl"),
+    (dict(compute_dtype="float16"), "unknown compute_dtype"),
     (dict(schedule={"kind": "exp"}), "schedule: unknown k schedule kind"),
     (dict(bogus=1), "unknown config field"),
 ])
