@@ -12,7 +12,7 @@ from sparsejax.data import get_dataset
 from sparsejax.train import hybrid, mesh, state, step
 
 N, K = 64, 12  # ReLU alone leaves about a third of the 64 units active here
-WARM, FALL, HOLD = 40, 40, 120  # steps
+WARM, FALL, HOLD = 40, 40, 200  # steps: the layer settles within about 140 held steps
 
 
 @pytest.mark.slow
@@ -34,5 +34,5 @@ def test_l1_arm_reaches_and_holds_a_falling_target(tiny):
     assert l0[WARM - 10:WARM].mean() > 1.3 * K and max(coef[:WARM]) == pytest.approx(0.01)
     # the last 60 steps, in windows of 20 batches: each within 10% of the target
     windows = l0[-60:].reshape(3, 20).mean(1)
-    assert np.all(np.abs(windows - K) <= 0.10 * K), (windows, l0[WARM:].reshape(-1, 20).mean(1))
+    assert np.all(np.abs(windows - K) <= 0.10 * K), l0[WARM:].reshape(-1, 20).mean(1)
     assert coef[-1] > 10 * coef[0]  # it got there by raising the penalty
