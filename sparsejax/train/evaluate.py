@@ -27,10 +27,11 @@ from sparsejax.data import FactorDataset
 from sparsejax.metrics.dead_units import tau_key
 from sparsejax.models.vae import loss_terms
 from sparsejax.train.config import TrainConfig
+from sparsejax.train.hybrid import HybridModel
 from sparsejax.train.mesh import batch_sharding, global_array, replicated
 from sparsejax.train.seeds import over_seeds
 
-EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0")
+EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0", "penalty")
 
 
 @dataclasses.dataclass
@@ -128,11 +129,12 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
     taus = jnp.asarray(cfg.thresholds, jnp.float32)
     x_sharding = batch_sharding(mesh)
     on_device = dataset.on_device
+    model = HybridModel(cfg, dataset.observation_shape[-1], graphdef)
 
     def evaluate_chunk(params, k, xin, eps, mask):
         x = dataset.render(xin) if on_device else xin
         x = jax.lax.with_sharding_constraint(x, x_sharding)
-        out = nnx.merge(graphdef, params)(x, eps, k)
+        out = model.apply(params, x, eps, k)
         terms = loss_terms(out, x, reduce=False)
         sums = {name: jnp.sum(terms[name] * mask) for name in EVAL_TERMS}
         if out.h is None:

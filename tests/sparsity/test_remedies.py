@@ -21,7 +21,7 @@ def test_auxk_matches_formula_bias_once_and_residual_detached(rng):
     dead = jnp.arange(20) % 3 == 0
     out = sae.forward(p, x, 3, cfg, dead)
     code = out.code
-    loss = remedies.auxk_loss(p, x, out.recon, code.aux_values, code.aux_indices)
+    loss = remedies.auxk_loss(p.W_dec, x, out.recon, code.aux_values, code.aux_indices)
     # independent reference in numpy: e_hat = z_aux W_dec (no b_dec), normalised MSE
     e = np.asarray(x - out.recon)
     z_aux = np.asarray(sae.dense_code(code._replace(values=code.aux_values,
@@ -35,7 +35,7 @@ def test_auxk_matches_formula_bias_once_and_residual_detached(rng):
     # rows; were e attached, the main code's (alive) decoder rows would get gradient too
     def aux_of(p):
         o = sae.forward(p, x, 3, cfg, dead)
-        return remedies.auxk_loss(p, x, o.recon, o.code.aux_values, o.code.aux_indices)
+        return remedies.auxk_loss(p.W_dec, x, o.recon, o.code.aux_values, o.code.aux_indices)
 
     g = jax.grad(aux_of)(p)
     alive_rows = ~np.asarray(dead)
