@@ -79,7 +79,7 @@ class BatchTopK(nnx.Module):
       decay: the moving average's decay per step.
     """
 
-    def __init__(self, num_units: int, *, decay: float = 0.99):
+    def __init__(self, num_units: int, *, decay: float = 0.9):
         self.num_units = num_units
         self.decay = decay
         self.deterministic = False
@@ -158,8 +158,8 @@ class JumpReLU(nnx.Module):
       bandwidth: the pseudo-derivative's kernel width, in pre-activation units.
     """
 
-    def __init__(self, num_units: int, *, init_threshold: float = 0.1,
-                 bandwidth: float = 0.1):
+    def __init__(self, num_units: int, *, init_threshold: float = 1e-3,
+                 bandwidth: float = 1e-3):
         self.bandwidth = bandwidth
         self.log_threshold = nnx.Param(jnp.full((num_units,), jnp.log(init_threshold),
                                                 jnp.float32))
@@ -229,8 +229,8 @@ SPARSIFIERS = {"topk": TopK, "l1": ReLU, "batchtopk": BatchTopK, "jumprelu": Jum
 
 
 def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto",
-                    topk_relu: bool = True, batchtopk_decay: float = 0.99,
-                    jump_init: float = 0.1, jump_bandwidth: float = 0.1) -> nnx.Module:
+                    topk_relu: bool = True, batchtopk_decay: float = 0.9,
+                    jump_init: float = 1e-3, jump_bandwidth: float = 1e-3) -> nnx.Module:
     """The sparsifier of a training method: ``topk`` -> :class:`TopK`, ``l1`` ->
     :class:`ReLU`, ``batchtopk`` -> :class:`BatchTopK`, ``jumprelu`` -> :class:`JumpReLU`."""
     if method == "topk":

@@ -63,9 +63,9 @@ class RemedyConfig:
     dead_after: int = 100
     resample_every: int = 0
     preact_coef: float = 0.0
-    batchtopk_decay: float = 0.99
-    jump_init: float = 0.1
-    jump_bandwidth: float = 0.1
+    batchtopk_decay: float = 0.9
+    jump_init: float = 1e-3
+    jump_bandwidth: float = 1e-3
 
     def __post_init__(self):
         for name in ("k_aux", "resample_every"):

@@ -141,12 +141,13 @@ class HybridModel:
         opt_state = remedies.reset_moments(tx, opt_state, nnx.state(mask_model, nnx.Param))
         return nnx.state(model, nnx.Param), opt_state
 
-    def prepare(self, key: jax.Array, params: nnx.State, x_MxHxWxC: jax.Array, k
-                ) -> tuple[nnx.State, nnx.State]:
+    def prepare(self, key: jax.Array, params: nnx.State, x_MxHxWxC: jax.Array, k, *,
+                whiten: bool | None = None) -> tuple[nnx.State, nnx.State]:
         """The data-dependent start of the sparse layer (``sparse_init``, ``sparse_input``)
         from the layer's inputs on the images ``x``. Returns ``(params, mask)``: ``mask``
         marks (bool leaves) the parameters that changed, whose optimiser state the caller
-        resets.
+        resets. ``whiten`` (default: ``sparse_input == "whiten"``) estimates the whitening;
+        False keeps the one in ``params``.
 
         - ``sparse_input="whiten"``: m, P, P^-1 from the inputs' moments, and the encoder
           and decoder re-expressed in the whitened coordinates, so the layer computes the
@@ -162,7 +163,7 @@ class HybridModel:
         f_MxD = model.encode(x_MxHxWxC, k).sae_target
         mom = remedies.moments(f_MxD)
         changed = set()
-        if cfg.sparse_input == "whiten":
+        if cfg.sparse_input == "whiten" if whiten is None else whiten:
             P_DxD, P_inv_DxD = remedies.whitening(mom)
             W_DxN, b_N = sp.enc.kernel[...], sp.enc.bias[...]
             V_NxD, c_D = sp.dec.kernel[...], sp.dec.bias[...]

@@ -195,18 +195,23 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
     except ValueError as e:
         raise ConfigError(f"--init-from {init_from}: {e}") from None
     state = jax.jit(start_epoch, out_shardings=rep)(state)
-    return _prepare(cfg, ds, state, rep), 0, 0
+    # a source that was whitened already keeps its estimate (a follow-up continues it)
+    return _prepare(cfg, ds, state, rep,
+                    whiten=saved.get("sparse_input", "raw") != cfg.sparse_input), 0, 0
 
 
 PREPARE_SAMPLES = 1024  # images whose sparse-layer inputs set a data-dependent start
 
 
-def _prepare(cfg: TrainConfig, ds: FactorDataset, state: TrainState, rep) -> TrainState:
+def _prepare(cfg: TrainConfig, ds: FactorDataset, state: TrainState, rep, *,
+             whiten: bool = True) -> TrainState:
     """The data-dependent start of the sparse layer (``sparse_init``, ``sparse_input``;
     :meth:`HybridModel.prepare`), per seed, from the inputs on :data:`PREPARE_SAMPLES`
     images drawn from ``eval_seed + 2``; the optimiser state of what it rewrites is reset.
-    A config without either returns ``state`` unchanged."""
-    if cfg.sparse_init == "default" and cfg.sparse_input == "raw":
+    A config without either (or ``whiten=False`` and no ``sparse_init``) returns ``state``
+    unchanged."""
+    whiten = whiten and cfg.sparse_input == "whiten"
+    if cfg.sparse_init == "default" and not whiten:
         return state
     model = HybridModel(cfg, ds.observation_shape[-1])
     tx = optimizer(cfg)
@@ -217,7 +222,7 @@ def _prepare(cfg: TrainConfig, ds: FactorDataset, state: TrainState, rep) -> Tra
 
     @jax.jit
     def one(key, params, opt_state):
-        params, mask = model.prepare(key, params, x, k)
+        params, mask = model.prepare(key, params, x, k, whiten=whiten)
         return params, reset_moments(tx, opt_state, mask)
 
     host = jax.device_get(state)
@@ -317,7 +322,7 @@ class HybridTrainer(Trainer):
 # Runs whose configs differ only in fields that shape no program (TrainConfig.program_key)
 # share one compiled step and evaluator within a process (a study's cells, a resumed run).
 _CACHE: collections.OrderedDict = collections.OrderedDict()
-_CACHE_SIZE = 8
+_CACHE_SIZE = 24  # the remedies study runs about 15 programs, then each again
 
 
 def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
