@@ -114,14 +114,15 @@ class CollapseConfig:
 
     def cells(self) -> list[tuple[str, str]]:
         """``(dataset, arm)`` of every run directory in the order they run: the shared
-        warm-ups first (the arms start from them), then the methods, the further arms, the
-        controls and the dense baselines."""
+        warm-ups first (the arms start from them), then the methods, the controls, the
+        further arms and the dense baselines."""
         if self.continue_epochs:
             return [(d, m) for d in self.datasets for m in (*self.methods, *self.arms)]
         out = [(d, WARMUP) for d in self.datasets] if self.warmup_epochs else []
-        out += [(d, m) for d in self.datasets for m in (*self.methods, *self.arms)]
+        out += [(d, m) for d in self.datasets for m in self.methods]
         if self.controls:
             out += [(d, c) for d in self.datasets for c in CONTROLS]
+        out += [(d, m) for d in self.datasets for m in self.arms]
         return out + ([(d, "dense") for d in self.datasets] if self.baseline else [])
 
     def warm_started(self, arm: str) -> bool:

@@ -136,8 +136,10 @@ class RemediesConfig:
 
 def preset_config(name: str, *, remedies: tuple[str, ...] | None = None,
                   datasets: tuple[str, ...] | None = None, num_seeds: int | None = None,
-                  source: str = "auto", data_dir: str | None = None) -> RemediesConfig:
-    """The validated config of study preset ``name``; raises ConfigError before any work."""
+                  source: str = "auto", data_dir: str | None = None,
+                  train: dict | None = None) -> RemediesConfig:
+    """The validated config of study preset ``name``; raises ConfigError before any work.
+    ``train``: TrainConfig fields merged into the grid's (e.g. a shorter run in tests)."""
     from experiments.collapse import preset_config as collapse_preset
     from sparsejax.train import ConfigError
 
@@ -155,6 +157,8 @@ def preset_config(name: str, *, remedies: tuple[str, ...] | None = None,
         grid["datasets"] = tuple(datasets)
     if num_seeds is not None:
         grid["num_seeds"] = num_seeds
+    if train:
+        grid["train"] = {**grid.get("train", {}), **train}
     grid["baseline"] = POSTHOC in chosen  # the dense VAE is the post-hoc SAE's model
     base = collapse_preset(p["collapse"], **grid)
     arms = remedy_arms(base.train_config(base.datasets[0], "topk"), p["remedy"], chosen)
