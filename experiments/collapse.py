@@ -378,18 +378,25 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    started = study_dir(args, "collapse", argv)
+    if isinstance(started, int):
+        return started
+    return execute(cfg, *started, resume=args.resume, tensorboard=not args.no_tensorboard)
+
+
+def study_dir(args, study: str, argv: list[str] | None) -> tuple[Path, str] | int:
+    """``(out, command)`` of a study's CLI run, or exit code 2 (a study already in
+    ``--out`` without ``--resume``) with the error on stderr."""
     out = output_path(args.out)
     if not args.resume and (out / "runs").exists():
         print(f"error: {out} already holds a study; continue it with --resume or choose "
               "another --out", file=sys.stderr)
         return 2
-    command = "python -m experiments collapse " + shlex.join(
+    return out, f"python -m experiments {study} " + shlex.join(
         sys.argv[2:] if argv is None else argv)
-    return execute(cfg, out, resume=args.resume, command=command,
-                   tensorboard=not args.no_tensorboard)
 
 
-def execute(cfg: CollapseConfig, out: Path, *, resume: bool, command: str,
+def execute(cfg: CollapseConfig, out: Path, command: str, *, resume: bool,
             tensorboard: bool = True) -> int:
     """Runs (or resumes) the study and writes results.json, report.md and the plots."""
     from experiments.collapse_report import write_all

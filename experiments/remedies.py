@@ -37,18 +37,17 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from experiments.collapse import (CollapseConfig, config_dict, recon_floors,
-                                  run_cells_or_exit_code)
+                                  run_cells_or_exit_code, study_dir)
 from experiments.remedies_analysis import POSTHOC
 from experiments.wall_time import WallTime
 from sparsejax.atomic_io import write_atomic
 from sparsejax.data import DATASETS
-from sparsejax.dir_lock import DirLock, output_path
+from sparsejax.dir_lock import DirLock
 
 # the arms trained inside the hybrid, in the report's order (the post-hoc SAE comes last)
 HYBRID_REMEDIES = ("auxk", "resample", "batchtopk", "jumprelu", "tied_init", "subspace_init",
@@ -183,7 +182,7 @@ def config_record(cfg: RemediesConfig) -> dict:
 
 
 # --------------------------------------------------------------------------- running
-def execute(cfg: RemediesConfig, out: Path, *, resume: bool, command: str,
+def execute(cfg: RemediesConfig, out: Path, command: str, *, resume: bool,
             tensorboard: bool = True) -> int:
     """Runs (or resumes) the study; writes results.json, report.md and the plots."""
     from experiments import remedies_analysis, remedies_report
@@ -248,15 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = output_path(args.out)
-    if not args.resume and (out / "runs").exists():
-        print(f"error: {out} already holds a study; continue it with --resume or choose "
-              "another --out", file=sys.stderr)
-        return 2
-    command = "python -m experiments remedies " + shlex.join(
-        sys.argv[2:] if argv is None else argv)
-    return execute(cfg, out, resume=args.resume, command=command,
-                   tensorboard=not args.no_tensorboard)
+    started = study_dir(args, "remedies", argv)
+    if isinstance(started, int):
+        return started
+    return execute(cfg, *started, resume=args.resume, tensorboard=not args.no_tensorboard)
 
 
 if __name__ == "__main__":

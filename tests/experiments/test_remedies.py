@@ -5,7 +5,6 @@ import json
 import pytest
 
 from experiments import remedies
-from experiments.remedies_analysis import POSTHOC
 from sparsejax.metrics import TAU_KEYS
 
 
@@ -43,13 +42,13 @@ def test_arms_differ_from_plain_topk_only_in_their_remedy():
 
 def test_tiny_study_end_to_end(tmp_path):
     cfg = remedies.preset_config(
-        "smoke", remedies=("tied_init", POSTHOC),
+        "smoke", remedies=("tied_init",),
         train=dict(steps_per_epoch=2, eval_size=128, final_eval_size=256, eval_batch=128))
     out = tmp_path / "study"
     assert remedies.execute(cfg, out, resume=False, command="test", tensorboard=False) == 0
     res = json.loads((out / "results.json").read_text())
     entries = res["summary"]["remedies"]
-    assert [e["remedy"] for e in entries] == ["topk", "l1", "tied_init", POSTHOC]
+    assert [e["remedy"] for e in entries] == ["topk", "l1", "tied_init"]
     for e in entries:
         assert e["dataset"] == "dsprites"
         assert list(e["dead_final"]) == list(TAU_KEYS)
