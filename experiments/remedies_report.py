@@ -65,6 +65,14 @@ LIMITS = [
     "No remedy was tuned, and remedies were not combined (e.g. AuxK with tied init, as "
     "Gao et al. use them together).",
     "Cells flagged not evidence (a missed L0 target, no learning) say nothing either way.",
+    "The initialisation remedies act on the warmed-up sparse layer at the arm's start, not "
+    "on a fresh network: what they would do from a random start is not measured here.",
+    "The post-hoc SAE answers whether a sparse code of the same features dies without the "
+    "KL term behind it; it is trained at the final k from its first step, so it stands "
+    "beside the fixed-k control more than beside the schedule.",
+    "Only the sparse code's own dead units are counted; whether the units that remedies "
+    "keep alive carry factor information is what the alignment and per-unit MI columns "
+    "show, not the dead rate.",
 ]
 
 

@@ -75,13 +75,13 @@ def test_resample_dead_rows_only(rng):
     assert np.all(np.asarray(mu.W_dec)[~d] != 0)
 
 
-def _dead_after_training(k_aux, x, init, steps=400):
-    """Dead fraction (no firing in the last 20 steps) of a standalone Top-k SAE (k = 2)
-    trained from ``init`` on ``x`` (8 batches of 64, cycled)."""
+def _dead_after_training(k_aux, x, init, steps=500, k=4):
+    """Dead fraction (no firing in the last 20 steps) of a standalone Top-k SAE trained
+    from ``init`` on ``x`` (8 batches of 64, cycled)."""
     from sparsejax.train import make_mesh
     from sparsejax.train import sae as sae_train
 
-    cfg = sae.SAEConfig(d_in=x.shape[1], n_latents=init.W_dec.shape[0], k=1, k_aux=k_aux,
+    cfg = sae.SAEConfig(d_in=x.shape[1], n_latents=init.W_dec.shape[0], k=k, k_aux=k_aux,
                         aux_coef=1.0, impl="lax")
     tcfg = sae_train.SAETrainConfig(batch_size=64, lr=3e-3, dead_after=20)
     step = sae_train.make_train_step(cfg, tcfg, make_mesh(jax.devices()[:1]))
@@ -89,26 +89,22 @@ def _dead_after_training(k_aux, x, init, steps=400):
     state = sae_train.init_state(jax.random.key(0), cfg, tcfg)._replace(
         params=init, opt_state=sae_train.optimizer(tcfg).init(init))
     for t in range(steps):
-        state, metrics = step(state, x[(t % 8) * 64:(t % 8 + 1) * 64], jnp.int32(1))
+        state, metrics = step(state, x[(t % 8) * 64:(t % 8 + 1) * 64], jnp.int32(k))
     return float(metrics["dead_fraction"])
 
 
 def test_auxk_revives_latents_that_plain_topk_leaves_dead(rng):
-    # inputs in the positive orthant of dims 0-7 of 16; half the latents span dims 0-3
-    # only, the other half point into the empty dims 8-15 with a small positive part on
-    # dims 4-7: their pre-activation never beats the aligned half's, so plain Top-k leaves
-    # them dead, while the residual in dims 4-7 is what AuxK trains them on
-    d, n = 16, 32
-    x = np.zeros((512, d), np.float32)
-    x[:, :8] = np.abs(rng.standard_normal((512, 8)))
-    W = np.zeros((n, d), np.float32)
-    W[: n // 2, :4] = np.abs(rng.standard_normal((n // 2, 4)))
-    W[n // 2:, 4:8] = 0.05 * np.abs(rng.standard_normal((n // 2, 4)))
-    W[np.arange(n // 2, n), rng.integers(8, d, n // 2)] = 1.0
-    W /= np.linalg.norm(W, axis=1, keepdims=True)
-    init = sae.SAEParams(W_enc=jnp.asarray(W.T), b_enc=jnp.zeros(n), W_dec=jnp.asarray(W),
-                         b_dec=jnp.zeros(d))
-    plain = _dead_after_training(0, jnp.asarray(x), init)
-    auxk = _dead_after_training(8, jnp.asarray(x), init)
-    assert plain >= 0.25  # the setup does leave units dead
-    assert auxk <= plain - 0.1, (plain, auxk)
+    # three clusters on the axes of R^3, k = 1; latent 0 reads axis 0, latent 1 reads all
+    # three (so it wins clusters 1 and 2), latents 2 and 3 read axes 1 and 2 at 1/80 of
+    # latent 1's weight: plain Top-k never selects them, so they get no gradient and stay
+    # dead; AuxK trains them on the residual of clusters 1 and 2, where they take over
+    x = np.zeros((512, 3), np.float32)
+    x[np.arange(512), rng.integers(0, 3, 512)] = rng.uniform(1, 2, 512)
+    W = np.array([[1, 0, 0], [0.8, 0.8, 0.8], [0, 0.01, 0], [0, 0, 0.01]], np.float32)
+    init = sae.SAEParams(W_enc=jnp.asarray(W.T), b_enc=jnp.zeros(4),
+                         W_dec=jnp.asarray(W / np.linalg.norm(W, axis=1, keepdims=True)),
+                         b_dec=jnp.zeros(3))
+    plain = _dead_after_training(0, jnp.asarray(x), init, steps=300, k=1)
+    auxk = _dead_after_training(2, jnp.asarray(x), init, steps=300, k=1)
+    assert plain == 0.5  # latents 2 and 3 never fire
+    assert auxk <= 0.25, (plain, auxk)
