@@ -14,6 +14,8 @@ import sys
 STUDIES: dict[str, tuple[str, str]] = {
     "collapse": ("experiments.collapse",
                  "the flagship study: sparsify a VAE-SAE from 500 to 50 units; MIG vs dead units"),
+    "remedies": ("experiments.remedies",
+                 "every dead-unit remedy of SAE practice against the collapse, with a verdict"),
     "revival": ("experiments.revival", "continue collapse runs at k=50 and count revived units"),
     "train": ("experiments.train", "train one model (hybrid VAE-SAE or dense VAE) and log it"),
     "sae": ("experiments.sae",

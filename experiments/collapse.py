@@ -94,6 +94,13 @@ class CollapseConfig:
       warmup_epochs: epochs of a shared warm-up per dataset (ReLU, k = N, no penalty) that
         every sparse arm and trained control starts from (0: none; each starts fresh).
       source, data_dir: where the images come from (``auto`` prefers real files).
+      arms: further arms beside the methods (the remedies study's): per arm name, the
+        ``TrainConfig`` fields it sets on top of ``train`` (``method`` default ``topk``);
+        each starts from the shared warm-up and is held to its target k like Top-k.
+      continue_epochs: > 0 turns the grid into its own follow-up: every method and arm
+        (no warm-up, controls or baseline) trains this many epochs at its final k, with no
+        data-dependent start (``sparse_init`` default), from the runs of the same grid
+        (``run_cells``'s ``init_root``).
     """
 
     preset: str = "small"
@@ -108,21 +115,38 @@ class CollapseConfig:
     warmup_epochs: int = 0
     source: str = "auto"
     data_dir: str | None = None
+    arms: dict = dataclasses.field(default_factory=dict)
+    continue_epochs: int = 0
 
     def cells(self) -> list[tuple[str, str]]:
         """``(dataset, arm)`` of every run directory in the order they run: the shared
-        warm-ups first (the arms start from them), then the methods, the controls and the
-        dense baselines."""
+        warm-ups first (the arms start from them), then the methods, the controls, the
+        further arms and the dense baselines."""
+        if self.continue_epochs:
+            return [(d, m) for d in self.datasets for m in (*self.methods, *self.arms)]
         out = [(d, WARMUP) for d in self.datasets] if self.warmup_epochs else []
         out += [(d, m) for d in self.datasets for m in self.methods]
         if self.controls:
             out += [(d, c) for d in self.datasets for c in CONTROLS]
+        out += [(d, m) for d in self.datasets for m in self.arms]
         return out + ([(d, "dense") for d in self.datasets] if self.baseline else [])
 
     def warm_started(self, arm: str) -> bool:
         """Whether ``arm`` starts from its dataset's shared warm-up."""
         return bool(self.warmup_epochs) and arm in (*SPARSE_METHODS, "relu_no_penalty",
-                                                     "topk_fixed")
+                                                     "topk_fixed", *self.arms)
+
+    def arm_method(self, arm: str) -> str:
+        """The engine method an arm trains."""
+        if arm in self.arms:
+            return self.arms[arm].get("method", "topk")
+        return ARM_METHOD[arm]
+
+    def targets_k(self, arm: str) -> bool:
+        """Whether an arm's achieved L0 must meet its target k (a Top-k-like arm)."""
+        from experiments.collapse_stats import TARGET_ARMS
+
+        return arm in (*TARGET_ARMS, *self.arms)
 
     def train_config(self, dataset: str, arm: str):
         """The engine's validated TrainConfig of one cell: ``TrainConfig()`` with ``train``,
@@ -137,7 +161,7 @@ class CollapseConfig:
         from sparsejax.train import TrainConfig
 
         cfg = TrainConfig().replace(**{
-            **self.train, "dataset": dataset, "method": ARM_METHOD[arm],
+            **self.train, "dataset": dataset, "method": self.arm_method(arm),
             "num_seeds": self.num_seeds, "seed": self.seed, "source": self.source,
             "data_dir": self.data_dir})
         n, end = cfg.num_units, cfg.schedule.end
@@ -145,10 +169,16 @@ class CollapseConfig:
             cfg = cfg.replace(schedule=dict(start=n, end=n, length=1), topk_relu=True)
         elif arm in ("topk_fixed", "untrained"):
             cfg = cfg.replace(schedule=dict(start=end, end=end, length=1))
+        if arm in self.arms:
+            cfg = cfg.replace(**{k: v for k, v in self.arms[arm].items() if k != "method"})
         if arm == WARMUP:
             cfg = cfg.replace(epochs=self.warmup_epochs, final_eval_size=None)
         elif arm == "dense":
             cfg = cfg.replace(epochs=cfg.epochs + self.warmup_epochs)
+        if self.continue_epochs:
+            end = cfg.schedule.end
+            cfg = cfg.replace(epochs=self.continue_epochs, sparse_init="default",
+                              schedule=dict(start=end, end=end, length=1))
         return cfg
 
     def validate(self) -> None:
@@ -159,6 +189,12 @@ class CollapseConfig:
         if bad or not self.datasets:
             raise ConfigError(f"datasets {list(self.datasets)}: expected a non-empty subset of "
                               f"{list(DATASETS)}")
+        clash = sorted(set(self.arms) & {*self.methods, *CONTROLS, WARMUP, "dense"})
+        if clash:
+            raise ConfigError(f"arms {clash} clash with the grid's own arms")
+        if not isinstance(self.continue_epochs, int) or self.continue_epochs < 0:
+            raise ConfigError(f"continue_epochs must be an integer >= 0, got "
+                              f"{self.continue_epochs!r}")
         bad = [m for m in self.methods if m not in SPARSE_METHODS]
         if bad:
             raise ConfigError(f"methods {list(self.methods)}: expected a subset of "
@@ -177,7 +213,7 @@ class CollapseConfig:
                               "--methods, --seeds, --seed, --source, --data-dir")
         for d, m in self.cells():
             cfg = self.train_config(d, m)  # the engine validates every field
-            if m in SPARSE_METHODS and cfg.schedule.length > cfg.epochs:
+            if self.targets_k(m) and m != "topk_fixed" and cfg.schedule.length > cfg.epochs:
                 raise ConfigError(f"the k schedule takes {cfg.schedule.length} epochs but the "
                                   f"run has only {cfg.epochs}: k would never reach "
                                   f"{cfg.schedule.end}")
@@ -430,15 +466,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         return dry_run(cfg, args.rate)
+    started = study_dir(args, "collapse", argv)
+    if isinstance(started, int):
+        return started
+    return execute(cfg, *started, resume=args.resume, tensorboard=not args.no_tensorboard)
+
+
+def study_dir(args, study: str, argv: list[str] | None) -> tuple[Path, str] | int:
+    """``(out, command)`` of a study's CLI run, or exit code 2 (a study already in
+    ``--out`` without ``--resume``) with the error on stderr."""
     out = output_path(args.out)
     if not args.resume and (out / "runs").exists():
         print(f"error: {out} already holds a study; continue it with --resume or choose "
               "another --out", file=sys.stderr)
         return 2
-    command = "python -m experiments collapse " + shlex.join(
+    return out, f"python -m experiments {study} " + shlex.join(
         sys.argv[2:] if argv is None else argv)
-    return execute(cfg, out, resume=args.resume, command=command,
-                   tensorboard=not args.no_tensorboard)
 
 
 def dry_run(cfg: CollapseConfig, rate: float | None) -> int:
@@ -456,7 +499,7 @@ def dry_run(cfg: CollapseConfig, rate: float | None) -> int:
     return 0
 
 
-def execute(cfg: CollapseConfig, out: Path, *, resume: bool, command: str,
+def execute(cfg: CollapseConfig, out: Path, command: str, *, resume: bool,
             tensorboard: bool = True) -> int:
     """Runs (or resumes) the study and writes results.json, report.md and the plots."""
     from experiments.collapse_report import write_all

@@ -59,7 +59,8 @@ def ci(s: dict | None, fmt: str = "{:.1f}") -> str:
     return pm(s, fmt) + ("" if lo is None else f" [{fmt.format(lo)}, {fmt.format(hi)}]")
 
 
-def _flags(c: dict) -> str:
+def flags_text(c: dict) -> str:
+    """A cell's flags as the report prints them (**not evidence** first)."""
     text = "; ".join(FLAGS[f] for f in c["flags"])
     if not is_evidence(c):
         return f"**not evidence**: {text}"
@@ -108,7 +109,7 @@ def report_markdown(results: dict, figs: list[tuple[str, str]]) -> str:
                 *((pm(c["dead_final"][t]) if is_sparse else "-") for t in keys[1:]),
                 pm(c["rare_final"][t0]) if is_sparse else "-",
                 pm(c["recon_final"]), pm(c["mig_mean_end"], "{:.3f}"),
-                pm(c.get("mig_code_end"), "{:.3f}") if is_sparse else "-", _flags(c)])
+                pm(c.get("mig_code_end"), "{:.3f}") if is_sparse else "-", flags_text(c)])
         table = md_table(
             ["arm", "seeds", "k", "L0, end", f"dead % ({tau0}) [95% CI]",
              *(f"tau = {lab}" for lab in labels[1:]), f"{RARE} %", "recon (nats)",

@@ -115,15 +115,20 @@ def revived_during(epochs: list[dict], keys: Sequence[str] | None = None) -> lis
 
 
 def cell_summary(dataset: str, arm: str, seeds: dict[int, list[dict]],
-                 keys: Sequence[str]) -> dict:
+                 keys: Sequence[str], model: str | None = None,
+                 targets_k: bool | None = None) -> dict:
     """One cell's summary: final-epoch statistics over seeds (dead and rare rates in %),
     MIG at the first and last epoch, units revived during the schedule per seed.
-    ``method`` is the arm (``topk``, ``l1``, ``dense`` or a control), ``model`` the engine
-    method it trains."""
+    ``method`` is the arm (``topk``, ``l1``, ``dense``, a control or a further arm),
+    ``model`` the engine method it trains (default: the collapse grid's,
+    :data:`~experiments.collapse_paper.ARM_METHOD`), ``targets_k`` whether its L0 must meet
+    k (default: :data:`TARGET_ARMS`)."""
+    model = ARM_METHOD[arm] if model is None else model
     finals = {s: rs[-1] for s, rs in seeds.items()}
     firsts = {s: rs[0] for s, rs in seeds.items()}
     summary = {
-        "dataset": dataset, "method": arm, "model": ARM_METHOD[arm], "seeds": list(seeds),
+        "dataset": dataset, "method": arm, "model": model, "seeds": list(seeds),
+        "targets_k": arm in TARGET_ARMS if targets_k is None else targets_k,
         "epochs": len(next(iter(seeds.values()), [])),
         "k_final": next((r["k"] for r in finals.values()), None),
         "l0_final": mean_std(r["eval"]["l0"] for r in finals.values()),
@@ -133,13 +138,17 @@ def cell_summary(dataset: str, arm: str, seeds: dict[int, list[dict]],
         "mig_mean_end": mean_std(r.get("mig_mean") for r in finals.values()),
         "mig_shuffled_end": mean_std(r.get("mig_mean_shuffled") for r in finals.values()),
         "eval_size_final": next((r["eval_size"] for r in finals.values()), None),
+        "images_per_s": mean_std(float(np.mean([r["images_per_s"] for r in rs[1:]]))
+                                 for rs in seeds.values() if len(rs) > 1
+                                 and all("images_per_s" in r for r in rs)),
         "flags": [],
     }
-    if ARM_METHOD[arm] == "dense":
+    if model == "dense":
         return summary
     summary.update({
         "mig_code_start": mean_std(r.get("mig_code") for r in firsts.values()),
         "mig_code_end": mean_std(r.get("mig_code") for r in finals.values()),
+        "sae_fvu_final": mean_std(r["eval"].get("sae_fvu") for r in finals.values()),
         "dead_final": {t: mean_std(100 * r["dead_fraction"][t] for r in finals.values())
                        for t in keys},
         "rare_final": {t: mean_std(100 * r["firing"][t]["rare_fraction"]
@@ -147,7 +156,7 @@ def cell_summary(dataset: str, arm: str, seeds: dict[int, list[dict]],
         "specific_final": mean_std(r["alignment"]["specific_units"] for r in finals.values()),
         "alive_final": mean_std(r["alignment"]["alive_units"] for r in finals.values()),
         "l1_coef_final": mean_std(r["l1_coef"] for r in finals.values())
-        if arm == "l1" else None,
+        if model in ("l1", "jumprelu") else None,
     })
     back = [revived_during(rs, keys) for rs in seeds.values()]  # [S, T]
     summary["revived_during_schedule"] = (dict(zip(keys, np.asarray(back).T.tolist()))
@@ -174,7 +183,8 @@ def cell_flags(cell: dict, floors: dict) -> list[str]:
     if recon is not None and floor is not None and not recon < floor:
         flags.append("recon_not_below_mean_image")
     l0, k = cell["l0_final"]["mean"], cell["k_final"]
-    if cell["method"] in TARGET_ARMS and l0 is not None and abs(l0 - k) > L0_TOLERANCE * k:
+    targets = cell.get("targets_k", cell["method"] in TARGET_ARMS)
+    if targets and l0 is not None and abs(l0 - k) > L0_TOLERANCE * k:
         flags.append("l0_misses_k")
     mig_end, mig_floor = cell["mig_mean_end"]["mean"], floors.get("mig_shuffled")
     if (cell["method"] != "untrained" and mig_end is not None and mig_floor is not None
@@ -206,11 +216,12 @@ def build_results(cfg, records: dict[str, list[dict]], sources: dict, *, command
         name = cell_name(dataset, arm)
         keys = keys_of[name] = tau_keys(cfg.train_config(dataset, arm))
         seeds = by_run(records.get(name, []))
-        cells[name] = cell_summary(dataset, arm, seeds, keys)
+        model = cfg.arm_method(arm)
+        cells[name] = cell_summary(dataset, arm, seeds, keys, model, cfg.targets_k(arm))
         for seed, rs in seeds.items():
             run = {"cell": name, "dataset": dataset, "method": arm, "seed": seed,
                    "epochs": rs}
-            if ARM_METHOD[arm] != "dense":
+            if model != "dense":
                 run["death_epoch"] = dict(zip(keys, death_epochs(rs, keys).tolist()))
             runs.append(run)
     floors, controls = {}, {}

@@ -7,10 +7,11 @@ arbitrary activations lives in :mod:`sparsejax.models.sae`.
 
 from sparsejax.models.conv import (CONV_IMPLS, Conv, ConvTranspose, Decoder, Encoder,
                                    resolve_conv_impl)
-from sparsejax.models.sparse_layer import ReLU, SparseLayer, SparseOut, TopK, make_sparsifier
-from sparsejax.models.vae import (METHODS, PLACEMENTS, SPARSE_METHODS, VAE, VAEOutputs, loss_terms,
-                                  total_loss)
+from sparsejax.models.sparse_layer import (BatchTopK, JumpReLU, ReLU, SparseLayer, SparseOut,
+                                           TopK, make_sparsifier)
+from sparsejax.models.vae import (LAYER_METHODS, METHODS, PENALISED, PLACEMENTS, SPARSE_METHODS,
+                                  VAE, VAEOutputs, loss_terms, total_loss)
 
-__all__ = ["CONV_IMPLS", "METHODS", "PLACEMENTS", "SPARSE_METHODS", "VAE", "Conv",
-           "ConvTranspose", "Decoder", "Encoder", "ReLU", "SparseLayer", "SparseOut", "TopK",
+__all__ = ["BatchTopK", "CONV_IMPLS", "JumpReLU", "LAYER_METHODS", "METHODS", "PENALISED",
+           "PLACEMENTS", "SPARSE_METHODS", "VAE", "Conv", "ConvTranspose", "Decoder", "Encoder", "ReLU", "SparseLayer", "SparseOut", "TopK",
            "VAEOutputs", "loss_terms", "make_sparsifier", "resolve_conv_impl", "total_loss"]

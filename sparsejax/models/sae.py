@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax import ops
+from sparsejax.sparsity.remedies import tied_encoder, unit_rows
 
 ACTIVATIONS = ("topk", "relu")
 
@@ -77,10 +78,6 @@ class SAEParams(NamedTuple):
     b_dec: jax.Array  # [d] subtracted before encoding, added after decoding
 
 
-def unit_rows(W_NxD: jax.Array, eps: float = 1e-12) -> jax.Array:
-    return W_NxD / jnp.maximum(jnp.linalg.norm(W_NxD, axis=-1, keepdims=True), eps)
-
-
 def init_params(key: jax.Array, cfg: SAEConfig, b_dec: jax.Array | None = None,
                 dtype=jnp.float32) -> SAEParams:
     """Random unit decoder rows, encoder = their transpose, zero b_enc.
@@ -92,8 +89,7 @@ def init_params(key: jax.Array, cfg: SAEConfig, b_dec: jax.Array | None = None,
         b_dec = jnp.zeros((cfg.d_in,), dtype)
     elif jnp.shape(b_dec) != (cfg.d_in,):
         raise ValueError(f"init_params: b_dec must have shape [{cfg.d_in}], got {jnp.shape(b_dec)}")
-    # The transpose is a copy, not an alias: the two are updated and donated apart.
-    return SAEParams(W_enc=W_dec.T.copy(), b_enc=jnp.zeros((cfg.n_latents,), dtype), W_dec=W_dec,
+    return SAEParams(W_enc=tied_encoder(W_dec), b_enc=jnp.zeros((cfg.n_latents,), dtype), W_dec=W_dec,
                      b_dec=jnp.asarray(b_dec, dtype))
 
 

@@ -5,13 +5,29 @@
 module with ``__call__(pre_BxN, k) -> h_BxN``; it sees the whole batch (so BatchTopK fits)
 and may hold parameters (so JumpReLU's thresholds fit). ``k`` is a traced int32 scalar:
 a schedule that moves k does not recompile.
+
+Sparsifiers: :class:`TopK` (Gao et al. 2024), :class:`ReLU` (+ L1 in the loss),
+:class:`BatchTopK` (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders") and
+:class:`JumpReLU` (Rajamanoharan et al. 2024, "Jumping Ahead"). A sparsifier may also
+define ``penalty(pre_BxN) -> [B]``, its own sparsity penalty (JumpReLU's L0), which the
+loss weights by the controller's coefficient; and ``deterministic`` (set by
+``model.eval()``), which switches BatchTopK to its estimated threshold.
+
+With ``whiten=True`` the layer reads a whitened input (arXiv 2511.13981; centring alone is
+arXiv 2605.31518's remedy): ``pre = W ((f - m) P) + b`` and ``f_hat = (W_dec h + b_dec)
+P^-1 + m``, so the SAE still reconstructs f itself. ``m``, ``P`` and ``P^-1`` are
+estimated from data (:func:`sparsejax.sparsity.remedies.whitening`) and never trained
+(held as parameters so they checkpoint with the rest; their gradient is stopped).
 """
 
 from __future__ import annotations
 
+# Shape letters: B batch, N units, D the layer's input width.
+
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from sparsejax import ops
@@ -49,6 +65,118 @@ class ReLU(nnx.Module):
         return jax.nn.relu(pre_BxN)
 
 
+class BatchTopK(nnx.Module):
+    """``h = ReLU(pre)`` at the ``k B`` largest pre-activations of the whole batch, 0 elsewhere
+    (Bussmann et al. 2024): k active units per example on average, more on some, fewer on
+    others. At evaluation (``deterministic``) each example is cut alone at the threshold
+    estimated in training: ``h = pre [pre > theta]``.
+
+    ``theta`` is an exponential moving average of the smallest activation each training
+    batch keeps, updated by the train step (:meth:`estimate`), never by the optimiser.
+
+    Args:
+      num_units: N.
+      decay: the moving average's decay per step.
+    """
+
+    def __init__(self, num_units: int, *, decay: float = 0.9):
+        self.num_units = num_units
+        self.decay = decay
+        self.deterministic = False
+        self.threshold = nnx.Param(jnp.zeros((), jnp.float32))
+
+    def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
+        if self.deterministic:
+            theta = jax.lax.stop_gradient(self.threshold[...])
+            return jnp.where(pre_BxN > theta, jax.nn.relu(pre_BxN), 0.0)
+        b, n = pre_BxN.shape
+        # the (k B)-th largest of the batch's B N pre-activations, through the exact op
+        h_1xM = ops.topk(pre_BxN.reshape(1, b * n), jnp.asarray(k, jnp.int32) * b,
+                         "lax", k_max=b * n)
+        return jax.nn.relu(h_1xM.reshape(b, n))
+
+    def estimate(self, theta: jax.Array, h_BxN: jax.Array) -> jax.Array:
+        """The threshold after one training batch whose code is ``h``: the EMA of its
+        smallest positive value (unchanged if nothing fired; the first batch sets it)."""
+        least = jnp.min(jnp.where(h_BxN > 0, h_BxN, jnp.inf))
+        fired = jnp.isfinite(least)
+        new = jnp.where(theta > 0, self.decay * theta + (1 - self.decay) * least, least)
+        return jnp.where(fired, new, theta).astype(theta.dtype)
+
+
+@jax.custom_vjp
+def _jump(pre_BxN, theta_N, bandwidth):
+    return pre_BxN * (pre_BxN > theta_N)
+
+
+def _jump_fwd(pre_BxN, theta_N, bandwidth):
+    return _jump(pre_BxN, theta_N, bandwidth), (pre_BxN, theta_N, bandwidth)
+
+
+def _jump_bwd(res, g_BxN):
+    pre_BxN, theta_N, eps = res
+    on = pre_BxN > theta_N
+    # Rajamanoharan et al. 2024, eq. 11: d/dtheta of z H(z - theta) ~ -(theta / eps)
+    # K((z - theta) / eps) with the rectangle kernel K(u) = 1[|u| < 1/2]
+    window = (jnp.abs(pre_BxN - theta_N) < eps / 2).astype(g_BxN.dtype)
+    g_theta_N = jnp.sum(-(theta_N / eps) * window * g_BxN, axis=0)
+    return jnp.where(on, g_BxN, 0.0), g_theta_N, None
+
+
+_jump.defvjp(_jump_fwd, _jump_bwd)
+
+
+@jax.custom_vjp
+def _step(pre_BxN, theta_N, bandwidth):
+    return (pre_BxN > theta_N).astype(pre_BxN.dtype)
+
+
+def _step_fwd(pre_BxN, theta_N, bandwidth):
+    return _step(pre_BxN, theta_N, bandwidth), (pre_BxN, theta_N, bandwidth)
+
+
+def _step_bwd(res, g_BxN):
+    pre_BxN, theta_N, eps = res
+    # eq. 12: d/dtheta H(z - theta) ~ -(1 / eps) K((z - theta) / eps); none to z
+    window = (jnp.abs(pre_BxN - theta_N) < eps / 2).astype(g_BxN.dtype)
+    return jnp.zeros_like(pre_BxN), jnp.sum(-window * g_BxN, axis=0) / eps, None
+
+
+_step.defvjp(_step_fwd, _step_bwd)
+
+
+class JumpReLU(nnx.Module):
+    """``h = pre H(pre - theta)`` with a learned threshold per unit (Rajamanoharan et al.
+    2024). The threshold gets its gradient through straight-through pseudo-derivatives
+    (rectangle kernel of width ``bandwidth``), from the reconstruction and from the L0
+    penalty :meth:`penalty`; the loss weights that penalty by the controller's
+    coefficient, steered so that mean L0 tracks the k schedule. Ignores k otherwise.
+
+    Args:
+      num_units: N.
+      init_threshold: theta at step 0 (> 0), the same for every unit.
+      bandwidth: the pseudo-derivative's kernel width, in pre-activation units.
+    """
+
+    def __init__(self, num_units: int, *, init_threshold: float = 1e-3,
+                 bandwidth: float = 1e-3):
+        self.bandwidth = bandwidth
+        self.log_threshold = nnx.Param(jnp.full((num_units,), jnp.log(init_threshold),
+                                                jnp.float32))
+
+    def threshold(self) -> jax.Array:
+        """``[N]`` thresholds, ``exp(log_threshold)`` (positive)."""
+        return jnp.exp(self.log_threshold[...])
+
+    def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
+        del k
+        return _jump(pre_BxN, self.threshold(), self.bandwidth)
+
+    def penalty(self, pre_BxN: jax.Array) -> jax.Array:
+        """``[B]`` L0 of each example, with the straight-through gradient to theta."""
+        return jnp.sum(_step(pre_BxN, self.threshold(), self.bandwidth), axis=-1)
+
+
 class SparseOut(NamedTuple):
     pre: jax.Array  # [B, N] pre-activations W f + b
     h: jax.Array  # [B, N] sparse code
@@ -58,26 +186,59 @@ class SparseOut(NamedTuple):
 class SparseLayer(nnx.Module):
     """``f [B, D] -> (pre [B, N], h [B, N], f_hat [B, D])`` with a pluggable sparsifier."""
 
-    def __init__(self, d_in: int, num_units: int, sparsifier: nnx.Module, *, rngs: nnx.Rngs):
+    def __init__(self, d_in: int, num_units: int, sparsifier: nnx.Module, *, rngs: nnx.Rngs,
+                 whiten: bool = False):
         self.num_units = num_units
         self.enc = dense(d_in, num_units, rngs)
         self.dec = dense(num_units, d_in, rngs)
         self.sparsify = sparsifier
+        self.whiten = nnx.data(Whitening(d_in) if whiten else None)
 
     def __call__(self, f_BxD: jax.Array, k: jax.Array) -> SparseOut:
-        pre_BxN = self.enc(f_BxD)
+        if self.whiten is None:
+            pre_BxN = self.enc(f_BxD)
+            h_BxN = self.sparsify(pre_BxN, k)
+            return SparseOut(pre_BxN, h_BxN, self.dec(h_BxN))
+        m_D, P_DxD, P_inv_DxD = self.whiten.arrays()
+        pre_BxN = self.enc((f_BxD - m_D) @ P_DxD)
         h_BxN = self.sparsify(pre_BxN, k)
-        return SparseOut(pre_BxN, h_BxN, self.dec(h_BxN))
+        return SparseOut(pre_BxN, h_BxN, self.dec(h_BxN) @ P_inv_DxD + m_D)
+
+    def decoder_matrix(self) -> jax.Array:
+        """``[N, D]``: the linear map from h to the reconstruction (``f_hat = h W + c``)."""
+        W_NxD = self.dec.kernel[...]
+        return W_NxD if self.whiten is None else W_NxD @ self.whiten.arrays()[2]
 
 
-SPARSIFIERS = {"topk": TopK, "l1": ReLU}
+class Whitening(nnx.Module):
+    """The sparse layer's input transform ``(f - mean) P``, inverted by ``P_inv``
+    (identity at construction; set from data by the study)."""
+
+    def __init__(self, d_in: int):
+        eye = jnp.eye(d_in, dtype=jnp.float32)
+        self.mean = nnx.Param(jnp.zeros((d_in,), jnp.float32))
+        self.P = nnx.Param(eye)
+        self.P_inv = nnx.Param(eye)
+
+    def arrays(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(mean [D], P [D, D], P_inv [D, D])``, gradient stopped."""
+        return tuple(jax.lax.stop_gradient(v[...]) for v in (self.mean, self.P, self.P_inv))
+
+
+SPARSIFIERS = {"topk": TopK, "l1": ReLU, "batchtopk": BatchTopK, "jumprelu": JumpReLU}
 
 
 def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto",
-                    topk_relu: bool = True) -> nnx.Module:
-    """The sparsifier of a training method: ``topk`` -> :class:`TopK`, ``l1`` -> :class:`ReLU`."""
+                    topk_relu: bool = True, batchtopk_decay: float = 0.9,
+                    jump_init: float = 1e-3, jump_bandwidth: float = 1e-3) -> nnx.Module:
+    """The sparsifier of a training method: ``topk`` -> :class:`TopK`, ``l1`` ->
+    :class:`ReLU`, ``batchtopk`` -> :class:`BatchTopK`, ``jumprelu`` -> :class:`JumpReLU`."""
     if method == "topk":
         return TopK(num_units, impl=topk_impl, relu=topk_relu)
     if method == "l1":
         return ReLU()
+    if method == "batchtopk":
+        return BatchTopK(num_units, decay=batchtopk_decay)
+    if method == "jumprelu":
+        return JumpReLU(num_units, init_threshold=jump_init, bandwidth=jump_bandwidth)
     raise ValueError(f"no sparsifier for method {method!r}: expected one of {sorted(SPARSIFIERS)}")

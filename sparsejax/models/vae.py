@@ -33,8 +33,12 @@ from flax import nnx
 from sparsejax.models.conv import Decoder, Encoder, dense
 from sparsejax.models.sparse_layer import SparseLayer, make_sparsifier
 
-SPARSE_METHODS = ("topk", "l1")  # Top-k (hard) and ReLU + L1 (soft) sparse layers
-METHODS = (*SPARSE_METHODS, "dense")  # "dense": the plain VAE, no sparse layer
+SPARSE_METHODS = ("topk", "l1")  # Top-k (hard) and ReLU + L1 (soft): the paper's two arms
+# every sparsifier of the sparse layer (sparsejax.models.sparse_layer): the paper's two and
+# the remedies' BatchTopK and JumpReLU
+LAYER_METHODS = (*SPARSE_METHODS, "batchtopk", "jumprelu")
+PENALISED = ("l1", "jumprelu")  # methods whose penalty the controller steers to the k target
+METHODS = (*LAYER_METHODS, "dense")  # "dense": the plain VAE, no sparse layer
 PLACEMENTS = ("hidden", "latent")
 
 
@@ -51,6 +55,7 @@ class VAEOutputs(NamedTuple):
     sae_recon: jax.Array | None = None  # [B, D] SAE reconstruction (D = 256 or L)
     sae_target: jax.Array | None = None  # [B, D] what it reconstructs (stop-gradiented)
     h_scale: jax.Array | None = None  # [N] norm of the weights that read each unit of h
+    penalty: jax.Array | None = None  # [B] the sparsifier's own penalty (JumpReLU: L0)
 
 
 class VAE(nnx.Module):
@@ -58,7 +63,8 @@ class VAE(nnx.Module):
 
     Args:
       channels: image channels C (1 for dSprites, 3 for Shapes3D).
-      method: ``"topk"``, ``"l1"`` (ReLU + L1 penalty in the loss) or ``"dense"`` (no layer).
+      method: ``"topk"``, ``"l1"`` (ReLU + L1 penalty in the loss), ``"batchtopk"``,
+        ``"jumprelu"`` (:mod:`sparsejax.models.sparse_layer`) or ``"dense"`` (no layer).
       num_units: N, the sparse layer's width.
       num_latents: L.
       placement: ``"hidden"`` (between the 256-d hidden layer and the latent head) or
@@ -69,12 +75,18 @@ class VAE(nnx.Module):
       compute_dtype: of the encoder's and decoder's convs and Dense layers
         (``"float32"`` or ``"bfloat16"``); parameters, the sparse layer (its Top-k
         selection), the latent heads and the logits stay float32.
+      whiten: the sparse layer reads a whitened input (:class:`~sparsejax.models.SparseLayer`).
+      sparsifier_options: keyword arguments of
+        :func:`~sparsejax.models.sparse_layer.make_sparsifier` (BatchTopK's decay, JumpReLU's
+        initial threshold and bandwidth).
     """
 
     def __init__(self, channels: int, *, method: str = "topk", num_units: int = 500,
                  num_latents: int = 10, hidden: int = 256, placement: str = "hidden",
                  topk_impl: str = "auto", topk_relu: bool = True, conv_impl: str = "auto",
-                 compute_dtype: str = "float32", rngs: nnx.Rngs):
+                 compute_dtype: str = "float32",
+                 whiten: bool = False, sparsifier_options: dict | None = None,
+                 rngs: nnx.Rngs):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
         if placement not in PLACEMENTS:
@@ -86,8 +98,8 @@ class VAE(nnx.Module):
         if method != "dense":
             d_in = hidden if placement == "hidden" else num_latents
             sparsifier = make_sparsifier(method, num_units, topk_impl=topk_impl,
-                                         topk_relu=topk_relu)
-            sparse = SparseLayer(d_in, num_units, sparsifier, rngs=rngs)
+                                         topk_relu=topk_relu, **(sparsifier_options or {}))
+            sparse = SparseLayer(d_in, num_units, sparsifier, rngs=rngs, whiten=whiten)
             head_in = num_units if placement == "hidden" else hidden
         self.sparse = nnx.data(sparse)
         self.mean = dense(head_in, num_latents, rngs)
@@ -105,12 +117,16 @@ class VAE(nnx.Module):
             sp = self.sparse(f, k)
             mu, logvar = self.mean(sp.h), self.logvar(sp.h)
             return VAEOutputs(None, mu, logvar, mu, f, sp.pre, sp.h, sp.recon,
-                              jax.lax.stop_gradient(f), self.h_scale())
+                              jax.lax.stop_gradient(f), self.h_scale(), self._penalty(sp.pre))
         mu, logvar = self.mean(f), self.logvar(f)
         sp = self.sparse(mu, k)
         # the decoder reads the SAE's reconstruction of the mean: z's centre is mu_hat
         return VAEOutputs(None, mu, logvar, sp.recon, f, sp.pre, sp.h, sp.recon,
-                          jax.lax.stop_gradient(mu), self.h_scale())
+                          jax.lax.stop_gradient(mu), self.h_scale(), self._penalty(sp.pre))
+
+    def _penalty(self, pre_BxN: jax.Array) -> jax.Array | None:
+        own = getattr(self.sparse.sparsify, "penalty", None)
+        return None if own is None else own(pre_BxN)
 
     def h_scale(self) -> jax.Array:
         """``[N]``: per unit of h, the L2 norm of every weight that reads it (the SAE
@@ -120,7 +136,7 @@ class VAE(nnx.Module):
         readers grow (the rescaling loophole; Anthropic's April 2024 SAE update weights
         the L1 term by decoder norms for the same reason).
         """
-        readers = [self.sparse.dec.kernel[...]]
+        readers = [self.sparse.decoder_matrix()]
         if self.placement == "hidden":
             readers += [self.mean.kernel[...], self.logvar.kernel[...]]
         return jnp.sqrt(sum(jnp.sum(jnp.square(w), axis=1) for w in readers))
@@ -142,8 +158,10 @@ def loss_terms(out: VAEOutputs, x_BxHxWxC: jax.Array, *, reduce: bool = True
       (per example, like the other terms).
     - ``l1``: sum over units of |h| times the norm of the weights that read the unit
       (:meth:`VAE.h_scale`); ``l0``: number of nonzero units.
+    - ``penalty``: what the controller's coefficient weights: the sparsifier's own penalty
+      where it has one (JumpReLU: L0 with its straight-through gradient), else ``l1``.
 
-    Models without a sparse layer report ``sae = l1 = l0 = 0``.
+    Models without a sparse layer report ``sae = l1 = l0 = penalty = 0``.
     """
     b = x_BxHxWxC.shape[0]
     recon_B = optax.sigmoid_binary_cross_entropy(out.logits, x_BxHxWxC).reshape(b, -1).sum(-1)
@@ -154,12 +172,15 @@ def loss_terms(out: VAEOutputs, x_BxHxWxC: jax.Array, *, reduce: bool = True
         sae_B = jnp.sum(jnp.square(out.sae_recon - out.sae_target), axis=-1)
         l1_B = jnp.abs(out.h) @ out.h_scale
         l0_B = jnp.sum(out.h != 0, axis=-1, dtype=recon_B.dtype)
-    terms = {"recon": recon_B, "kl": kl_B, "sae": sae_B, "l1": l1_B, "l0": l0_B}
+    penalty_B = l1_B if out.penalty is None else out.penalty
+    terms = {"recon": recon_B, "kl": kl_B, "sae": sae_B, "l1": l1_B, "l0": l0_B,
+             "penalty": penalty_B}
     return {n: v.mean() for n, v in terms.items()} if reduce else terms
 
 
 def total_loss(terms: dict[str, jax.Array], *, beta: float = 1.0, sae_weight: float = 1.0,
                l1_coef: jax.Array | float = 0.0) -> jax.Array:
-    """``recon + beta kl + sae_weight sae + l1_coef l1`` (defaults beta = lambda = 1)."""
+    """``recon + beta kl + sae_weight sae + l1_coef penalty`` (defaults beta = lambda = 1;
+    ``penalty`` is ``l1`` but for JumpReLU, and ``l1`` when ``terms`` has no penalty)."""
     return (terms["recon"] + beta * terms["kl"] + sae_weight * terms["sae"]
-            + l1_coef * terms["l1"])
+            + l1_coef * terms.get("penalty", terms["l1"]))

@@ -29,6 +29,7 @@ from sparsejax.models.conv import COMPUTE_DTYPES, CONV_IMPLS
 from sparsejax.models.vae import METHODS, PLACEMENTS
 from sparsejax.ops import IMPLS as TOPK_IMPLS
 from sparsejax.sparsity.controller import L1Controller
+from sparsejax.sparsity.remedies import RemedyConfig
 from sparsejax.sparsity.schedules import KSchedule
 from sparsejax.train.errors import ConfigError
 from sparsejax.train.seeds import SEED_MAPS
@@ -40,6 +41,8 @@ from sparsejax.train.seeds import SEED_MAPS
 #              share one compiled step within a process);
 #   "nothing": neither (the run's length, logging, where files are): may change on resume.
 AFFECTS = ("model", "program", "numbers", "nothing")
+SPARSE_INITS = ("default", "tied", "subspace")
+SPARSE_INPUTS = ("raw", "whiten")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -82,6 +85,11 @@ class TrainConfig:
     (:mod:`sparsejax.models.conv`); "auto" picks per backend. ``compute_dtype``: of the
     encoder's and decoder's convs and matmuls (``bfloat16``: mixed precision, with float32
     parameters, Adam state, loss and Top-k selection).
+    Remedies against dead units (:mod:`sparsejax.sparsity.remedies`): ``remedy`` (AuxK,
+    resampling, JumpReLU's pre-activation loss, sparsifier settings), ``sparse_init`` (the
+    sparse layer at a run's step 0: as built, ``tied`` encoder = decoder transpose, or
+    ``subspace`` inside its input's active subspace) and ``sparse_input`` (``raw`` or
+    ``whiten``: PCA whitening estimated at step 0).
     """
 
     dataset: str = option("dsprites", affects="model")
@@ -95,6 +103,10 @@ class TrainConfig:
     sae_weight: float = 1.0
     schedule: KSchedule = option(KSchedule(), affects="numbers")  # k is a traced argument
     controller: L1Controller = L1Controller()
+    remedy: RemedyConfig = RemedyConfig()
+    # data-dependent initialisation at a run's step 0: the numbers change, not the program
+    sparse_init: str = option("default", affects="numbers")
+    sparse_input: str = option("raw", affects="model")
     topk_impl: str = "auto"
     topk_relu: bool = True  # Top-k: ReLU(TopK(pre)); False: TopK(pre), exactly k active
     conv_impl: str = "auto"
@@ -124,6 +136,8 @@ class TrainConfig:
         _check_choice("conv_impl", self.conv_impl, CONV_IMPLS)
         _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         _check_choice("seed_map", self.seed_map, SEED_MAPS)
+        _check_choice("sparse_init", self.sparse_init, SPARSE_INITS)
+        _check_choice("sparse_input", self.sparse_input, SPARSE_INPUTS)
         for name in ("num_units", "num_latents", "batch_size", "epochs", "eval_size",
                      "eval_batch", "num_seeds", "log_every", "keep_checkpoints"):
             _check_int(name, getattr(self, name), low=1)
@@ -145,6 +159,21 @@ class TrainConfig:
         if not isinstance(self.controller, L1Controller):
             raise ConfigError(
                 f"controller must be an L1Controller, got {type(self.controller).__name__}")
+        if not isinstance(self.remedy, RemedyConfig):
+            raise ConfigError(f"remedy must be a RemedyConfig, got {type(self.remedy).__name__}")
+        if self.remedy.k_aux > self.num_units:
+            raise ConfigError(f"remedy.k_aux = {self.remedy.k_aux} exceeds num_units = "
+                              f"{self.num_units}")
+        if (self.remedy.k_aux or self.remedy.resample_every or self.sparse_init != "default"
+                or self.sparse_input != "raw") and not self.sparse:
+            raise ConfigError("remedies (remedy.k_aux, remedy.resample_every, sparse_init, "
+                              "sparse_input) need a sparse layer: method is 'dense'")
+        if self.sparse_init == "subspace" and self.sparse_input == "whiten":
+            raise ConfigError("sparse_init='subspace' with sparse_input='whiten' is not "
+                              "supported: whitening already spreads the input over its subspace")
+        if self.remedy.preact_coef and self.method != "jumprelu":
+            raise ConfigError(f"remedy.preact_coef is JumpReLU's pre-activation loss: method "
+                              f"must be 'jumprelu', got {self.method!r}")
         for end in ("start", "end"):
             k = getattr(self.schedule, end)
             if not 1 <= k <= self.num_units:
@@ -198,7 +227,7 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------- dict round trip
-_NESTED = {"schedule": KSchedule, "controller": L1Controller}
+_NESTED = {"schedule": KSchedule, "controller": L1Controller, "remedy": RemedyConfig}
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -27,10 +27,11 @@ from sparsejax.data import FactorDataset
 from sparsejax.metrics.dead_units import tau_key
 from sparsejax.models.vae import loss_terms
 from sparsejax.train.config import TrainConfig
+from sparsejax.train.hybrid import HybridModel
 from sparsejax.train.mesh import batch_sharding, global_array, replicated
 from sparsejax.train.seeds import over_seeds
 
-EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0")
+EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0", "penalty")
 
 
 @dataclasses.dataclass
@@ -43,7 +44,9 @@ class RunEval:
       h: float32 ``[n, N]`` sparse codes (None for the dense VAE).
       counts: int ``[T, N]`` number of examples with h > tau, per threshold (``[T, 0]`` dense).
       thresholds: the T thresholds tau.
-      terms: mean loss terms over the set (``recon``, ``kl``, ``sae``, ``l1``, ``l0``).
+      terms: mean loss terms over the set (``recon``, ``kl``, ``sae``, ``l1``, ``l0``,
+        ``penalty``; sparse models also ``sae_fvu``, the SAE's fraction of variance
+        unexplained of its target on the set).
       k: the k the pass used.
       factor_names: the dataset's factor names (for labelled per-factor figures).
     """
@@ -128,17 +131,20 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
     taus = jnp.asarray(cfg.thresholds, jnp.float32)
     x_sharding = batch_sharding(mesh)
     on_device = dataset.on_device
+    model = HybridModel(cfg, dataset.observation_shape[-1], graphdef)
 
     def evaluate_chunk(params, k, xin, eps, mask):
         x = dataset.render(xin) if on_device else xin
         x = jax.lax.with_sharding_constraint(x, x_sharding)
-        out = nnx.merge(graphdef, params)(x, eps, k)
+        out = model.apply(params, x, eps, k)
         terms = loss_terms(out, x, reduce=False)
         sums = {name: jnp.sum(terms[name] * mask) for name in EVAL_TERMS}
         if out.h is None:
             counts = jnp.zeros((len(cfg.thresholds), 0), jnp.int32)
             h = None
-        else:
+        else:  # the SAE target's spread, for its fraction of variance unexplained
+            sums["target_sq"] = jnp.sum(jnp.sum(jnp.square(out.sae_target), -1) * mask)
+            sums["target_sum"] = jnp.sum(out.sae_target * mask[:, None], 0)
             h = out.h
             above = (h[None] > taus[:, None, None]) & (mask[None, :, None] > 0)
             counts = jnp.sum(above, axis=1, dtype=jnp.int32)
@@ -169,7 +175,11 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
             sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
         mu = np.concatenate(jax.device_get(mus), axis=1)[:, :n]
         h = None if hs[0] is None else np.concatenate(jax.device_get(hs), axis=1)[:, :n]
-        terms = {name: np.asarray(v) / n for name, v in jax.device_get(sums).items()}
+        host = jax.device_get(sums)
+        terms = {name: np.asarray(host[name]) / n for name in EVAL_TERMS}
+        if "target_sq" in host:  # FVU = E||t - t_hat||^2 / (E||t||^2 - ||E t||^2)
+            var_S = host["target_sq"] / n - np.sum(np.square(host["target_sum"] / n), -1)
+            terms["sae_fvu"] = terms["sae"] / np.maximum(var_S, 1e-12)
         return EvalResult(es.factors, mu, h, np.asarray(counts), cfg.thresholds, terms, int(k),
                           tuple(dataset.factor_names))
 

@@ -33,7 +33,8 @@ from sparsejax.atomic_io import read_json, write_atomic
 from sparsejax.data import SPECS, FactorDataset, get_dataset
 from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.metrics.dead_units import tau_key
-from sparsejax.models import SPARSE_METHODS
+from sparsejax.models import LAYER_METHODS, PENALISED
+from sparsejax.sparsity.remedies import reset_moments
 from sparsejax.train import config as config_lib
 from sparsejax.train.checkpoint import Checkpointer
 from sparsejax.train.config import TrainConfig
@@ -41,12 +42,12 @@ from sparsejax.train.engine import (CHECKPOINT_DIR, EpochTiming, Trainer, check_
                                     refuse_existing_run, run_epochs)
 from sparsejax.train.errors import ConfigError
 from sparsejax.train.evaluate import EvalResult, RunEval, default_metrics, make_evaluator
-from sparsejax.train.hybrid import model_graphdef
+from sparsejax.train.hybrid import HybridModel, model_graphdef
 from sparsejax.train.logs import METRICS_FILE, MetricsLog, Progress
 from sparsejax.train.mesh import batch_sharding, check_batch, global_array, make_mesh, replicated
-from sparsejax.train.state import (LOSS_TERMS, TrainState, abstract_state, init_state,
-                                   start_epoch)
-from sparsejax.train.step import host_batch, make_train_step
+from sparsejax.train.state import (LOSS_TERMS, TrainState, abstract_state, graft, init_state,
+                                   optimizer, start_epoch)
+from sparsejax.train.step import host_batch, make_resample_step, make_train_step
 
 CONFIG_FILE = "config.json"
 
@@ -151,7 +152,7 @@ def evaluate_init(cfg: TrainConfig, out_dir: str | Path, *,
         ds = dataset if dataset is not None else get_dataset(cfg.dataset, cfg.source,
                                                               cfg.data_dir)
         state = init_state(cfg, ds.observation_shape[-1], replicated(mesh))
-        _, _, evaluate, _ = _compiled(cfg, ds, mesh)
+        evaluate = _compiled(cfg, ds, mesh)[2]
         k = cfg.schedule.end
         records = epoch_records(cfg, 0, k, state, evaluate(state.params, k, cfg.last_eval_size),
                                 metrics_fn)
@@ -173,28 +174,77 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
                         free=config_lib.resumable_fields(TrainConfig))
         state, meta = ckpt.restore(abstract_state(cfg, channels, rep))
         return state, int(meta["epoch"]), int(meta["step_in_epoch"])
-    if init_from is not None:
-        if not (Path(init_from) / CHECKPOINT_DIR).is_dir():
-            raise ConfigError(f"--init-from {init_from}: no run there (expected a run "
-                              f"directory with {CHECKPOINT_DIR}/)")
-        with Checkpointer(Path(init_from) / CHECKPOINT_DIR, create=False) as src:
-            saved, now = src.metadata()["config"], config_lib.to_dict(cfg)
-            differ = [f"{n}: {saved.get(n)!r} there, {now[n]!r} here"
-                      for n in config_lib.fields_affecting(TrainConfig, "model")
-                      if _shape_of(n, saved.get(n)) != _shape_of(n, now[n])]
-            if differ:
-                raise ConfigError(f"--init-from {init_from} holds a different model ("
-                                  + "; ".join(differ) + "): the model's shape must match")
-            state, _ = src.restore(abstract_state(cfg, channels, rep))
-        return jax.jit(start_epoch, out_shardings=rep)(state), 0, 0
-    return init_state(cfg, channels, rep), 0, 0
+    if init_from is None:
+        return _prepare(cfg, ds, init_state(cfg, channels, rep), rep), 0, 0
+    if not (Path(init_from) / CHECKPOINT_DIR).is_dir():
+        raise ConfigError(f"--init-from {init_from}: no run there (expected a run "
+                          f"directory with {CHECKPOINT_DIR}/)")
+    with Checkpointer(Path(init_from) / CHECKPOINT_DIR, create=False) as src:
+        saved, now = src.metadata()["config"], config_lib.to_dict(cfg)
+        differ = [f"{n}: {saved.get(n)!r} there, {now[n]!r} here"
+                  for n in config_lib.fields_affecting(TrainConfig, "model")
+                  if _shape_of(n, saved.get(n)) != _shape_of(n, now[n])]
+        if differ:
+            raise ConfigError(f"--init-from {init_from} holds a different model ("
+                              + "; ".join(differ) + "): the model's shape must match")
+        src_cfg = config_lib.from_dict({**now, **{n: saved[n] for n in (
+            "method", "sparse_input", "sparse_init", "topk_relu", "remedy") if n in saved}})
+        source, _ = src.restore(abstract_state(src_cfg, channels, rep))
+    try:  # what the two models share comes from the source (a new sparsifier's are fresh)
+        state = graft(init_state(cfg, channels, rep), source)
+    except ValueError as e:
+        raise ConfigError(f"--init-from {init_from}: {e}") from None
+    state = jax.jit(start_epoch, out_shardings=rep)(state)
+    # a source that was whitened already keeps its estimate (a follow-up continues it)
+    return _prepare(cfg, ds, state, rep,
+                    whiten=saved.get("sparse_input", "raw") != cfg.sparse_input), 0, 0
+
+
+PREPARE_SAMPLES = 1024  # images whose sparse-layer inputs set a data-dependent start
+
+
+def _prepare(cfg: TrainConfig, ds: FactorDataset, state: TrainState, rep, *,
+             whiten: bool = True) -> TrainState:
+    """The data-dependent start of the sparse layer (``sparse_init``, ``sparse_input``;
+    :meth:`HybridModel.prepare`), per seed, from the inputs on :data:`PREPARE_SAMPLES`
+    images drawn from ``eval_seed + 2``; the optimiser state of what it rewrites is reset.
+    A config without either (or ``whiten=False`` and no ``sparse_init``) returns ``state``
+    unchanged."""
+    whiten = whiten and cfg.sparse_input == "whiten"
+    if cfg.sparse_init == "default" and not whiten:
+        return state
+    model = HybridModel(cfg, ds.observation_shape[-1])
+    tx = optimizer(cfg)
+    base = jax.random.key(cfg.eval_seed + 2)
+    factors = np.asarray(ds.sample_factors(base, PREPARE_SAMPLES))
+    x = jnp.asarray(np.asarray(ds.render(factors), np.float32))
+    k = jnp.asarray(cfg.k_at(0, 0, 1), jnp.int32)
+
+    @jax.jit
+    def one(key, params, opt_state):
+        params, mask = model.prepare(key, params, x, k, whiten=whiten)
+        return params, reset_moments(tx, opt_state, mask)
+
+    host = jax.device_get(state)
+    params, opts = [], []
+    for i, seed in enumerate(cfg.seeds):
+        p, o = one(jax.random.fold_in(base, seed), *jax.tree.map(
+            lambda a: a[i], (host.params, host.opt_state)))
+        params.append(p)
+        opts.append(o)
+    stack = lambda *xs: np.stack([np.asarray(a) for a in xs])  # noqa: E731
+    return jax.device_put(state.replace(params=jax.tree.map(stack, *params),
+                                        opt_state=jax.tree.map(stack, *opts)), rep)
 
 
 def _shape_of(field: str, value):
-    """What a model field says about the parameters' shapes: the Top-k and L1 arms share
-    one sparse layer (their sparsifiers hold no parameters), so either can start from the
-    other's checkpoint."""
-    return "sparse" if field == "method" and value in SPARSE_METHODS else value
+    """What a model field says about the parameters' shapes, for starting one run from
+    another: every sparsifier sits on one sparse layer and whitening only adds to it, so
+    any sparse arm can start from another's checkpoint (:func:`graft` keeps what they
+    share)."""
+    if field == "method" and value in LAYER_METHODS:
+        return "sparse"
+    return None if field == "sparse_input" else value
 
 
 class HybridTrainer(Trainer):
@@ -208,7 +258,8 @@ class HybridTrainer(Trainer):
         self.steps_per_epoch = cfg.resolved_steps_per_epoch(len(ds))
         self.run_names = [f"seed {s}" for s in cfg.seeds]
         self.config = config_lib.to_dict(cfg)
-        self.graphdef, self.step_fn, self.evaluate, self.reset = _compiled(cfg, ds, mesh)
+        (self.graphdef, self.step_fn, self.evaluate, self.reset,
+         self.resample_fn) = _compiled(cfg, ds, mesh)
         self.progress: Progress | None = None
         self._k: tuple[int, jax.Array] | None = None  # (k, the same k on the device)
         self._last = (0, 0)  # (epoch, step in epoch) of the latest step
@@ -236,6 +287,14 @@ class HybridTrainer(Trainer):
                                              self.cfg.batch_size), self._images)
             state, metrics = self.step_fn(state, k, images)
         self.step_count += 1
+        every = self.cfg.remedy.resample_every
+        if every and self.step_count % every == 0:  # from the next step's batch
+            if self.ds.on_device:
+                state = self.resample_fn(state, k)
+            else:
+                state = self.resample_fn(state, k, global_array(host_batch(
+                    self.ds, self._key_data, self.step_count, self.cfg.batch_size),
+                    self._images))
         self._last = (epoch, step_in_epoch)
         return state, metrics
 
@@ -263,11 +322,12 @@ class HybridTrainer(Trainer):
 # Runs whose configs differ only in fields that shape no program (TrainConfig.program_key)
 # share one compiled step and evaluator within a process (a study's cells, a resumed run).
 _CACHE: collections.OrderedDict = collections.OrderedDict()
-_CACHE_SIZE = 8
+_CACHE_SIZE = 24  # the remedies study runs about 15 programs, then each again
 
 
 def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
-    """(graphdef, step, evaluate, reset) for ``cfg`` on ``mesh``, built once per program."""
+    """(graphdef, step, evaluate, reset, resample or None) for ``cfg`` on ``mesh``, built
+    once per program."""
     key = (cfg.program_key(), ds.name, ds.source, ds.location, ds.on_device, mesh)
     if key in _CACHE:
         _CACHE.move_to_end(key)
@@ -277,7 +337,9 @@ def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
             _CACHE.popitem(last=False)
         _CACHE[key] = (graphdef, make_train_step(cfg, graphdef, ds, mesh),
                        make_evaluator(cfg, graphdef, ds, mesh),
-                       jax.jit(start_epoch, donate_argnums=0, out_shardings=replicated(mesh)))
+                       jax.jit(start_epoch, donate_argnums=0, out_shardings=replicated(mesh)),
+                       make_resample_step(cfg, graphdef, ds, mesh)
+                       if cfg.remedy.resample_every else None)
     return _CACHE[key]
 
 
@@ -302,15 +364,16 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
     for i, seed in enumerate(cfg.seeds):
         steps = max(float(host["sums"]["steps"][i]), 1.0)
         run = ev.run(i)
-        coef = float(np.exp(host["log_coef"][i])) if cfg.method == "l1" else 0.0
+        coef = float(np.exp(host["log_coef"][i])) if cfg.method in PENALISED else 0.0
         eval_terms = dict(run.terms)
         eval_terms["loss"] = (eval_terms["recon"] + cfg.beta * eval_terms["kl"]
-                              + cfg.sae_weight * eval_terms["sae"] + coef * eval_terms["l1"])
+                              + cfg.sae_weight * eval_terms["sae"]
+                              + coef * eval_terms["penalty"])
         rec = {
             "epoch": epoch, "seed": seed, "step": int(host["step"][i]), "k": int(k),
             "method": cfg.method, "dataset": cfg.dataset,
             "l1_coef": coef,
-            "l0_ema": float(host["l0_ema"][i]) if cfg.method == "l1" else None,
+            "l0_ema": float(host["l0_ema"][i]) if cfg.method in PENALISED else None,
             "train": {n: float(host["sums"][n][i]) / steps for n in LOSS_TERMS},
             "eval": eval_terms,
             "dead_fraction": run.dead_fraction(),

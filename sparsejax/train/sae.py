@@ -142,7 +142,7 @@ class SAEModel:
             e_bxD = lax.stop_gradient(x_bxD - out.recon)
             e_mean_D = (lax.psum(jnp.sum(e_bxD, 0), DATA_AXIS)
                         / lax.psum(x_bxD.shape[0], DATA_AXIS))
-            s = remedies.auxk_sums(params, x_bxD, out.recon, out.code.aux_values,
+            s = remedies.auxk_sums(params.W_dec, x_bxD, out.recon, out.code.aux_values,
                                    out.code.aux_indices, e_mean_D)
             aux = s.sse / jnp.maximum(lax.psum(s.centred, DATA_AXIS), 1e-12)
             aux = jnp.where(jnp.any(dead_N), aux, 0.0)  # no dead latents: no AuxK term

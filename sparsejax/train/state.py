@@ -37,6 +37,8 @@ class TrainState:
       ctrl: L1 controller state.
       fire: int32 [N], per-unit count of training examples with h > 0 in this epoch ([1],
         always zero, for the dense VAE).
+      last_fired: int32 [N], the last step at which each unit fired on a training batch
+        (the remedies' dead mask, :func:`sparsejax.sparsity.remedies.dead_mask`).
       sums: float32 sums over this epoch's steps of each of :data:`LOSS_TERMS`, and
         ``steps``, the number of steps summed.
       bad_step: int32, the first step whose loss was NaN or Inf (-1: none).
@@ -48,6 +50,7 @@ class TrainState:
     key: jax.Array
     ctrl: ControllerState
     fire: jax.Array
+    last_fired: jax.Array
     sums: dict[str, jax.Array]
     bad_step: jax.Array
 
@@ -71,6 +74,7 @@ def init_one(cfg: TrainConfig, channels: int, seed: jax.Array) -> TrainState:
         key=jax.random.key_data(k_run),
         ctrl=cfg.controller.init(),
         fire=jnp.zeros((n,), jnp.int32),
+        last_fired=jnp.zeros((n,), jnp.int32),
         sums=zero_sums(),
         bad_step=jnp.full((), -1, jnp.int32),
     )
@@ -84,6 +88,28 @@ def start_epoch(state: TrainState) -> TrainState:
     """Zero the per-epoch accumulators (firing counts, loss sums); works on any seed axis."""
     return state.replace(fire=jnp.zeros_like(state.fire),
                          sums=jax.tree.map(jnp.zeros_like, state.sums))
+
+
+def graft(fresh: TrainState, source: TrainState) -> TrainState:
+    """``fresh`` with every leaf that ``source`` also has (same tree path) taken from
+    ``source``: a run started from another whose model holds fewer parameters (a Top-k
+    warm-up continued by BatchTopK, whose threshold is new) keeps all that they share,
+    optimiser moments included; what is new stays as initialised.
+
+    Raises ValueError if a shared leaf's shape differs (a different model)."""
+    path_str = jax.tree_util.keystr
+    src = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(source)[0]}
+
+    def pick(path, leaf):
+        v = src.get(path_str(path))
+        if v is None:
+            return leaf
+        if v.shape != leaf.shape:
+            raise ValueError(f"cannot start from that run: {path_str(path)} has shape "
+                             f"{v.shape} there, {leaf.shape} here")
+        return v
+
+    return jax.tree_util.tree_map_with_path(pick, fresh)
 
 
 def init_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:

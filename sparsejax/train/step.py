@@ -29,6 +29,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sparsejax.data import FactorDataset
+from sparsejax.models.vae import PENALISED
+from sparsejax.sparsity.remedies import dead_mask
 from sparsejax.train.config import TrainConfig
 from sparsejax.train.engine import gradient_step
 from sparsejax.train.hybrid import HybridModel
@@ -72,27 +74,29 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
     tx = optimizer(cfg)
     b, num_latents = cfg.batch_size, cfg.num_latents
     x_sharding = batch_sharding(mesh)
-    use_l1 = cfg.method == "l1"
+    use_l1 = cfg.method in PENALISED  # the controller steers the penalty to the k target
     ctrl = cfg.controller
 
     def run_step(state: TrainState, k: jax.Array, images=None):
-        k_data, k_eps = step_keys(state.key, state.step)
-        if images is None:
-            factors = jax.lax.with_sharding_constraint(
-                dataset.sample_factors(k_data, b), x_sharding)
-            images = dataset.render(factors)
-        x = jax.lax.with_sharding_constraint(images, x_sharding)
-        eps = jax.random.normal(k_eps, (b, num_latents), x.dtype)
+        x, eps = step_batch(dataset, state, b, num_latents, x_sharding, images)
         coef = ctrl.coef(state.ctrl) if use_l1 else jnp.zeros((), jnp.float32)
+        dead = dead_mask(state.last_fired, state.step, cfg.remedy.dead_after)
         params, opt_state, loss, (terms, h) = gradient_step(
-            model, tx, state.params, state.opt_state, (x, eps), (k, coef))
+            model, tx, state.params, state.opt_state, (x, eps, dead), (k, coef))
+        params = model.after_update(params, h)
         terms = {"loss": loss, **terms}
-        fire = state.fire if h is None else state.fire + jnp.sum(h > 0, axis=0, dtype=jnp.int32)
+        if h is None:
+            fire, last_fired = state.fire, state.last_fired
+        else:
+            fired = jnp.sum(h > 0, axis=0, dtype=jnp.int32)
+            fire = state.fire + fired
+            last_fired = jnp.where(fired > 0, state.step + 1, state.last_fired)
         new_ctrl = ctrl.update(state.ctrl, terms["l0"], k) if use_l1 else state.ctrl
         bad = jnp.where((state.bad_step < 0) & ~jnp.isfinite(loss), state.step, state.bad_step)
         sums = {n: state.sums[n] + (terms[n] if n != "steps" else 1.0) for n in state.sums}
         new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                         key=state.key, ctrl=new_ctrl, fire=fire, sums=sums, bad_step=bad)
+                         key=state.key, ctrl=new_ctrl, fire=fire, last_fired=last_fired,
+                         sums=sums, bad_step=bad)
         return new, {**terms, "l1_coef": coef, "bad_step": bad}
 
     rep = replicated(mesh)
@@ -103,6 +107,52 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
                        donate_argnums=0)
     fn = over_seeds(run_step, cfg.num_seeds, (0, None), cfg.seed_map)
     return jax.jit(fn, in_shardings=(rep, rep), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def step_batch(dataset: FactorDataset, state: TrainState, b: int, num_latents: int,
+               x_sharding, images=None) -> tuple[jax.Array, jax.Array]:
+    """``(x [B, H, W, C], eps [B, L])`` of the state's step: rendered on the device from
+    (seed, step), or the host-fed ``images``."""
+    k_data, k_eps = step_keys(state.key, state.step)
+    if images is None:
+        factors = jax.lax.with_sharding_constraint(dataset.sample_factors(k_data, b),
+                                                   x_sharding)
+        images = dataset.render(factors)
+    x = jax.lax.with_sharding_constraint(images, x_sharding)
+    return x, jax.random.normal(k_eps, (b, num_latents), x.dtype)
+
+
+def make_resample_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDataset,
+                       mesh: Mesh, *, host_data: bool | None = None) -> Callable:
+    """The jitted ``resample(state, k[, images]) -> state`` (state donated): Anthropic
+    resampling of the units that have not fired for ``remedy.dead_after`` steps
+    (:meth:`~sparsejax.train.hybrid.HybridModel.resample`), from the inputs of the batch
+    of the state's step (the next training step then sees the same images). A resampled
+    unit gets a fresh ``dead_after`` window."""
+    host_data = (not dataset.on_device) if host_data is None else host_data
+    model = HybridModel(cfg, dataset.observation_shape[-1], graphdef)
+    tx = optimizer(cfg)
+    x_sharding = batch_sharding(mesh)
+
+    def run(state: TrainState, k: jax.Array, images=None):
+        x, eps = step_batch(dataset, state, cfg.batch_size, cfg.num_latents, x_sharding,
+                            images)
+        dead = dead_mask(state.last_fired, state.step, cfg.remedy.dead_after)
+        # a third key of the step, apart from its data and noise keys (step_keys)
+        key = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(state.key),
+                                                  state.step), 3)[2]
+        params, opt_state = model.resample(key, state.params, state.opt_state, tx, dead,
+                                           x, eps, k)
+        return state.replace(params=params, opt_state=opt_state,
+                             last_fired=jnp.where(dead, state.step, state.last_fired))
+
+    rep = replicated(mesh)
+    if host_data:
+        fn = over_seeds(run, cfg.num_seeds, (0, None, 0), cfg.seed_map)
+        return jax.jit(fn, in_shardings=(rep, rep, batch_sharding(mesh, seed_axis=True)),
+                       out_shardings=rep, donate_argnums=0)
+    fn = over_seeds(run, cfg.num_seeds, (0, None), cfg.seed_map)
+    return jax.jit(fn, in_shardings=(rep, rep), out_shardings=rep, donate_argnums=0)
 
 
 def host_batch(dataset: FactorDataset, key_data_S: np.ndarray, step: int, batch_size: int

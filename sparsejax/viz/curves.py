@@ -107,3 +107,48 @@ def image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], *, path: str |
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def xy_panels(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], *,
+              xlabel: str, ylabel: str, path: str | os.PathLike, title: str = "",
+              scatter: bool = False, front: bool = False,
+              hlines: Mapping[str, float] | None = None, invert_x: bool = False):
+    """One panel per key of ``panels``; in each, one labelled series per ``(x, y)`` pair
+    (lines, or points with ``scatter``). ``front`` draws the lower-left Pareto front of all
+    of a panel's points (smaller is better on both axes); ``hlines`` labelled levels."""
+    plt = _plt()
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(max(5.5 * n, 6.0), 4.2), squeeze=False)
+    for ax, (pname, series) in zip(axes[0], panels.items()):
+        pts = []
+        for i, (label, (x, y)) in enumerate(series.items()):
+            x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            marker = "os^vD<>pP*Xh"[i % 12]
+            if scatter:
+                ax.scatter(x, y, label=label, marker=marker, s=36)
+                pts += list(zip(x.ravel(), y.ravel()))
+            else:
+                ax.plot(x, y, label=label, marker=marker, ms=3, lw=1.2)
+        if front and pts:
+            best, ys = [], np.inf
+            for px, py in sorted(p for p in pts if np.isfinite(p[0]) and np.isfinite(p[1])):
+                if py < ys:
+                    best.append((px, py))
+                    ys = py
+            if best:
+                ax.plot(*zip(*best), ls="--", color="black", lw=1, label="Pareto front")
+        for hname, level in (hlines or {}).items():
+            ax.axhline(level, ls=":", lw=1, color="grey")
+            ax.annotate(hname, (0.01, level), xycoords=("axes fraction", "data"), fontsize=7,
+                        color="grey", xytext=(2, 2), textcoords="offset points")
+        if invert_x:
+            ax.invert_xaxis()
+        ax.set_title(pname, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    axes[0, 0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)

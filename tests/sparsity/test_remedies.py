@@ -21,7 +21,7 @@ def test_auxk_matches_formula_bias_once_and_residual_detached(rng):
     dead = jnp.arange(20) % 3 == 0
     out = sae.forward(p, x, 3, cfg, dead)
     code = out.code
-    loss = remedies.auxk_loss(p, x, out.recon, code.aux_values, code.aux_indices)
+    loss = remedies.auxk_loss(p.W_dec, x, out.recon, code.aux_values, code.aux_indices)
     # independent reference in numpy: e_hat = z_aux W_dec (no b_dec), normalised MSE
     e = np.asarray(x - out.recon)
     z_aux = np.asarray(sae.dense_code(code._replace(values=code.aux_values,
@@ -35,7 +35,7 @@ def test_auxk_matches_formula_bias_once_and_residual_detached(rng):
     # rows; were e attached, the main code's (alive) decoder rows would get gradient too
     def aux_of(p):
         o = sae.forward(p, x, 3, cfg, dead)
-        return remedies.auxk_loss(p, x, o.recon, o.code.aux_values, o.code.aux_indices)
+        return remedies.auxk_loss(p.W_dec, x, o.recon, o.code.aux_values, o.code.aux_indices)
 
     g = jax.grad(aux_of)(p)
     alive_rows = ~np.asarray(dead)
@@ -73,3 +73,38 @@ def test_resample_dead_rows_only(rng):
     np.testing.assert_array_equal(np.asarray(mu.W_dec)[d], 0)
     np.testing.assert_array_equal(np.asarray(mu.W_enc)[:, d], 0)
     assert np.all(np.asarray(mu.W_dec)[~d] != 0)
+
+
+def _dead_after_training(k_aux, x, init, steps=500, k=4):
+    """Dead fraction (no firing in the last 20 steps) of a standalone Top-k SAE trained
+    from ``init`` on ``x`` (8 batches of 64, cycled)."""
+    from sparsejax.train import make_mesh
+    from sparsejax.train import sae as sae_train
+
+    cfg = sae.SAEConfig(d_in=x.shape[1], n_latents=init.W_dec.shape[0], k=k, k_aux=k_aux,
+                        aux_coef=1.0, impl="lax")
+    tcfg = sae_train.SAETrainConfig(batch_size=64, lr=3e-3, dead_after=20)
+    step = sae_train.make_train_step(cfg, tcfg, make_mesh(jax.devices()[:1]))
+    init = jax.tree.map(jnp.copy, init)  # the step donates its state
+    state = sae_train.init_state(jax.random.key(0), cfg, tcfg)._replace(
+        params=init, opt_state=sae_train.optimizer(tcfg).init(init))
+    for t in range(steps):
+        state, metrics = step(state, x[(t % 8) * 64:(t % 8 + 1) * 64], jnp.int32(k))
+    return float(metrics["dead_fraction"])
+
+
+def test_auxk_revives_latents_that_plain_topk_leaves_dead(rng):
+    # three clusters on the axes of R^3, k = 1; latent 0 reads axis 0, latent 1 reads all
+    # three (so it wins clusters 1 and 2), latents 2 and 3 read axes 1 and 2 at 1/80 of
+    # latent 1's weight: plain Top-k never selects them, so they get no gradient and stay
+    # dead; AuxK trains them on the residual of clusters 1 and 2, where they take over
+    x = np.zeros((512, 3), np.float32)
+    x[np.arange(512), rng.integers(0, 3, 512)] = rng.uniform(1, 2, 512)
+    W = np.array([[1, 0, 0], [0.8, 0.8, 0.8], [0, 0.01, 0], [0, 0, 0.01]], np.float32)
+    init = sae.SAEParams(W_enc=jnp.asarray(W.T), b_enc=jnp.zeros(4),
+                         W_dec=jnp.asarray(W / np.linalg.norm(W, axis=1, keepdims=True)),
+                         b_dec=jnp.zeros(3))
+    plain = _dead_after_training(0, jnp.asarray(x), init, steps=300, k=1)
+    auxk = _dead_after_training(2, jnp.asarray(x), init, steps=300, k=1)
+    assert plain == 0.5  # latents 2 and 3 never fire
+    assert auxk <= 0.25, (plain, auxk)
