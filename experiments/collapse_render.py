@@ -195,6 +195,7 @@ def report_markdown(results: dict, figs: list[tuple[str, str]]) -> str:
         "controller_gain": ctl["gain"], "controller_p_gain": ctl.get("p_gain", 0.0),
         "controller_ema": ctl["ema"], "controller_init_coef": ctl["init_coef"],
         "controller_horizon": f'{ctl.get("horizon", 0.0):g}',
+        "controller_min_coef": f'{ctl.get("min_coef", ctl["init_coef"]):g}',
         "learning_rate": cell["learning_rate"],
         "lr_note": ("" if (cell["learning_rate"], cell["batch_size"]) == (PAPER_LR, PAPER_BATCH)
                     else f" (a deviation: the paper's disentanglement_lib setting is lr "

@@ -23,10 +23,11 @@ by Adam at a small learning rate, lags behind):
   moving averages of log L0 (``ema`` and a slower one of time constant ``horizon``),
   divided by the difference of their lags: a step-to-step difference would read the
   batches' noise as "approaching" on half the steps and stall the last few percent;
-- the integral never goes below ``init_coef``: the start is the least penalty the arm
-  uses, not a value to be unlearnt. Set it just below the coefficient that first bites
-  (measured on the hybrid at lr 1e-3: 0.3 moves L0 little within 150 steps, 3 a lot; the
-  collapse study's CPU preset starts at 0.1).
+- the start ``init_coef`` is set just below the coefficient that first bites (measured on
+  the hybrid at lr 1e-3: 0.3 moves L0 little within 150 steps, 3 a lot; the collapse
+  study's CPU preset starts at 0.1), so the climb is short. Once the target holds, the
+  coefficient may go down to ``min_coef``: a network that trains on needs less penalty
+  for the same L0, and a floor at the start would pin L0 below its target.
 
 Gains: on the hybrid at lr 1e-3 the layer's log L0 moves by about -0.4 per unit of log c
 and answers within 25-50 steps, so ``p_gain`` 2 corrects most of a ratio error at once and
@@ -59,11 +60,12 @@ class L1Controller:
     """Configuration and pure update rule of the L1 coefficient controller.
 
     Attributes:
-      init_coef: coefficient at step 0 and the integral's floor (> 0).
+      init_coef: coefficient at step 0 (> 0).
+      min_coef: floor of the coefficient and its integral (0 < min_coef <= init_coef).
       gain: integral gain k_i per step, in log-coefficient per unit log-ratio error (>= 0;
         0 with ``p_gain`` 0 holds the coefficient at ``init_coef``).
       p_gain: proportional gain k_p (>= 0).
-      max_coef: upper clip of the coefficient (>= init_coef).
+      max_coef: upper clip of the coefficient (>= init_coef, finite).
       ema: smoothing of the measured L0 the controller acts on (0 <= ema < 1).
       horizon: steps; the integral holds while L0's current trend would close the error
         within this many steps (about the layer's response time; 0 turns the rule off;
@@ -71,6 +73,7 @@ class L1Controller:
     """
 
     init_coef: float = 1e-3
+    min_coef: float = 1e-5
     gain: float = 0.2
     p_gain: float = 2.0
     max_coef: float = 1e2
@@ -78,9 +81,10 @@ class L1Controller:
     horizon: float = 25.0
 
     def __post_init__(self):
-        if not 0 < self.init_coef <= self.max_coef or not math.isfinite(self.max_coef):
-            raise ValueError("L1 controller needs 0 < init_coef <= max_coef < inf, got "
-                             f"{self.init_coef}, {self.max_coef}")
+        if not (0 < self.min_coef <= self.init_coef <= self.max_coef
+                and math.isfinite(self.max_coef)):
+            raise ValueError("L1 controller needs 0 < min_coef <= init_coef <= max_coef < inf, "
+                             f"got {self.min_coef}, {self.init_coef}, {self.max_coef}")
         for name in ("gain", "p_gain", "horizon"):
             v = getattr(self, name)
             if not v >= 0 or not math.isfinite(v):
@@ -111,7 +115,7 @@ class L1Controller:
         slow_a = 1.0 - 1.0 / self.horizon if self.horizon else 0.0
         slow = jnp.where(state.l0_slow < 0, l0, slow_a * state.l0_slow + (1 - slow_a) * l0)
         err = jnp.log((m + 1.0) / (k + 1.0))
-        falling = (state.k_prev >= 0) & (k < state.k_prev)
+        falling = (state.k_prev < 0) | (k < state.k_prev)  # the first step counts as falling
         # L0 already moving towards the target: the layer lags the coefficient, so more
         # integral now would overshoot once it arrives. Under a ramp an average of factor a
         # lags by a / (1 - a) steps, so the gap of the two averages over the gap of their
@@ -122,7 +126,7 @@ class L1Controller:
             jnp.abs(trend) * self.horizon >= jnp.abs(err))
         hold = ((err < 0) & falling) | approaching
         d_integral = jnp.where(hold, 0.0, self.gain * err)
-        lo, hi = math.log(self.init_coef), math.log(self.max_coef)
+        lo, hi = math.log(self.min_coef), math.log(self.max_coef)
         integral = jnp.clip(state.log_integral + d_integral, lo, hi)
         log_coef = jnp.clip(integral + self.p_gain * err, lo, hi)
         return ControllerState(log_coef.astype(jnp.float32), integral.astype(jnp.float32),

@@ -22,12 +22,12 @@ def reference_run(c: L1Controller, l0s, ks):
         m = l0 if m is None else a_fast * m + (1 - a_fast) * l0
         slow = l0 if slow is None else a_slow * slow + (1 - a_slow) * l0
         e = math.log((m + 1) / (k + 1))
-        falling = k_prev is not None and k < k_prev
+        falling = k_prev is None or k < k_prev
         # trend: the gap of the averages over the gap of their ramp lags a / (1 - a)
         trend = math.log((m + 1) / (slow + 1)) / (a_slow / (1 - a_slow) - a_fast / (1 - a_fast))
         approaching = e * trend < 0 and abs(trend) * c.horizon >= abs(e)
         d = 0.0 if ((e < 0 and falling) or approaching) else c.gain * e
-        lo, hi = math.log(c.init_coef), math.log(c.max_coef)
+        lo, hi = math.log(c.min_coef), math.log(c.max_coef)
         integral = min(max(integral + d, lo), hi)
         log_c = min(max(integral + c.p_gain * e, lo), hi)
         k_prev = k
@@ -71,15 +71,19 @@ def test_no_windup_while_the_target_falls_above_the_plant():
     assert high > 0.1
     for _ in range(5):
         s = c.update(s, jnp.float32(10.0), jnp.int32(50))
-    assert 0.01 <= float(c.coef(s)) < high
+    assert float(c.coef(s)) < high
+    # held above for long, it goes below its start, down to its floor
+    for _ in range(50):
+        s = c.update(s, jnp.float32(10.0), jnp.int32(50))
+    assert math.isclose(float(c.coef(s)), c.min_coef, rel_tol=1e-4)
 
 
 def test_clipping_and_zero_gains():
-    c = L1Controller(init_coef=1.0, gain=10.0, p_gain=0.0, max_coef=2.0, ema=0.0)
+    c = L1Controller(init_coef=1.0, min_coef=0.5, gain=10.0, p_gain=0.0, max_coef=2.0, ema=0.0)
     s = c.update(c.init(), jnp.float32(1000.0), 10)
     assert math.isclose(float(c.coef(s)), 2.0, rel_tol=1e-6)
-    s = c.update(s, jnp.float32(0.0), 500)  # the start is the floor
-    assert math.isclose(float(c.coef(s)), 1.0, rel_tol=1e-6)
+    s = c.update(s, jnp.float32(0.0), 10)  # k held, L0 far below: down to the floor
+    assert math.isclose(float(c.coef(s)), 0.5, rel_tol=1e-6)
     frozen = L1Controller(gain=0.0, p_gain=0.0)
     s = frozen.update(frozen.init(), 300.0, 50)
     assert float(frozen.coef(s)) == pytest.approx(frozen.init_coef)
@@ -109,6 +113,8 @@ def test_closed_loop_tracks_a_falling_target_through_a_lagging_plant():
 def test_bad_controller_config():
     with pytest.raises(ValueError, match="init_coef"):
         L1Controller(init_coef=0.0)
+    with pytest.raises(ValueError, match="min_coef"):
+        L1Controller(init_coef=0.1, min_coef=0.2)
     with pytest.raises(ValueError, match="max_coef"):
         L1Controller(init_coef=1.0, max_coef=0.5)
     with pytest.raises(ValueError, match="gain"):

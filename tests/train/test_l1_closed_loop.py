@@ -1,7 +1,8 @@
 """The L1 controller in closed loop with the real hybrid: the jitted train step of the
-VAE-SAE with its default controller gains, its L0 measured on every batch. The target is
-held at N while the network learns (the coefficient stays at its floor), falls to k, then
-holds: at the end the achieved L0 is within 10% of k, and stays there."""
+VAE-SAE with its default controller gains, its L0 measured on every batch. The target
+falls from N, slowly while it is above what ReLU gives (the network learns meanwhile and
+the coefficient stays at its start), then to k, and holds: at the end the achieved L0 is
+within 10% of k, and stays there."""
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ from sparsejax.data import get_dataset
 from sparsejax.train import hybrid, mesh, state, step
 
 N, K = 64, 12  # ReLU alone leaves about a third of the 64 units active here
+TOP = 40  # the target falls N -> TOP over WARM steps (above ReLU's L0), then TOP -> K
 WARM, FALL, HOLD = 40, 40, 200  # steps: the layer settles within about 140 held steps
 
 
@@ -23,14 +25,15 @@ def test_l1_arm_reaches_and_holds_a_falling_target(tiny):
     m = mesh.make_mesh(jax.devices()[:1])
     train_step = step.make_train_step(cfg, hybrid.model_graphdef(cfg, 1), ds, m)
     s = state.init_state(cfg, 1, mesh.replicated(m))
-    ks = np.concatenate([np.full(WARM, N), np.linspace(N, K, FALL).round(), np.full(HOLD, K)])
+    ks = np.concatenate([np.linspace(N, TOP, WARM).round(), np.linspace(TOP, K, FALL).round(),
+                         np.full(HOLD, K)])
     l0, coef = [], []
     for k in ks.astype(np.int32):
         s, metrics = train_step(s, jnp.int32(k))
         l0.append(float(metrics["l0"][0]))
         coef.append(float(metrics["l1_coef"][0]))
     l0 = np.asarray(l0)
-    # while the target is above what ReLU gives, the coefficient stays at its floor
+    # while the target falls above what ReLU gives, the coefficient stays at its start
     assert l0[WARM - 10:WARM].mean() > 1.3 * K and max(coef[:WARM]) == pytest.approx(0.01)
     # the last 60 steps, in windows of 20 batches: each within 10% of the target
     windows = l0[-60:].reshape(3, 20).mean(1)
