@@ -22,13 +22,6 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# XLA:CPU without its LLVM optimisation passes compiles a program in about half the time
-# and runs the suite's tiny programs about as fast: compiling is most of what the suite
-# does. Numerics checks compare against float tolerances, identity checks compare two
-# programs built with the same flags. Subprocesses inherit the flag.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402  (must come after the environment is set)
 import numpy as np  # noqa: E402
