@@ -221,14 +221,14 @@ def _prepare(cfg: TrainConfig, ds: FactorDataset, state: TrainState, rep, *,
     k = jnp.asarray(cfg.k_at(0, 0, 1), jnp.int32)
 
     @jax.jit
-    def one(key, params, opt_state):
+    def prepare_seed(key, params, opt_state):
         params, mask = model.prepare(key, params, x, k, whiten=whiten)
         return params, reset_moments(tx, opt_state, mask)
 
     host = jax.device_get(state)
     params, opts = [], []
     for i, seed in enumerate(cfg.seeds):
-        p, o = one(jax.random.fold_in(base, seed), *jax.tree.map(
+        p, o = prepare_seed(jax.random.fold_in(base, seed), *jax.tree.map(
             lambda a: a[i], (host.params, host.opt_state)))
         params.append(p)
         opts.append(o)

@@ -100,13 +100,21 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
         return new, {**terms, "l1_coef": coef, "bad_step": bad}
 
     rep = replicated(mesh)
+    return _jit_over_seeds(run_step, cfg, mesh, host_data, out_shardings=(rep, rep))
+
+
+def _jit_over_seeds(fn: Callable, cfg: TrainConfig, mesh: Mesh, host_data: bool,
+                    out_shardings) -> Callable:
+    """``fn(state, k[, images])`` over the S seeds, jitted with the state donated: the state
+    and k replicated, host-fed images ``[S, B, ...]`` sharded over the batch."""
+    rep = replicated(mesh)
     if host_data:
-        fn = over_seeds(run_step, cfg.num_seeds, (0, None, 0), cfg.seed_map)
+        fn = over_seeds(fn, cfg.num_seeds, (0, None, 0), cfg.seed_map)
         im_sharding = batch_sharding(mesh, seed_axis=True)
-        return jax.jit(fn, in_shardings=(rep, rep, im_sharding), out_shardings=(rep, rep),
+        return jax.jit(fn, in_shardings=(rep, rep, im_sharding), out_shardings=out_shardings,
                        donate_argnums=0)
-    fn = over_seeds(run_step, cfg.num_seeds, (0, None), cfg.seed_map)
-    return jax.jit(fn, in_shardings=(rep, rep), out_shardings=(rep, rep), donate_argnums=0)
+    fn = over_seeds(fn, cfg.num_seeds, (0, None), cfg.seed_map)
+    return jax.jit(fn, in_shardings=(rep, rep), out_shardings=out_shardings, donate_argnums=0)
 
 
 def step_batch(dataset: FactorDataset, state: TrainState, b: int, num_latents: int,
@@ -146,13 +154,7 @@ def make_resample_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: Factor
         return state.replace(params=params, opt_state=opt_state,
                              last_fired=jnp.where(dead, state.step, state.last_fired))
 
-    rep = replicated(mesh)
-    if host_data:
-        fn = over_seeds(run, cfg.num_seeds, (0, None, 0), cfg.seed_map)
-        return jax.jit(fn, in_shardings=(rep, rep, batch_sharding(mesh, seed_axis=True)),
-                       out_shardings=rep, donate_argnums=0)
-    fn = over_seeds(run, cfg.num_seeds, (0, None), cfg.seed_map)
-    return jax.jit(fn, in_shardings=(rep, rep), out_shardings=rep, donate_argnums=0)
+    return _jit_over_seeds(run, cfg, mesh, host_data, out_shardings=replicated(mesh))
 
 
 def host_batch(dataset: FactorDataset, key_data_S: np.ndarray, step: int, batch_size: int
