@@ -519,15 +519,13 @@ def report_md(res: dict) -> str:
 
 # ----------------------------------------------------------------------------- main
 def run(cfg: StudyConfig, preset: str, out: Path, *, command: str = "", log=print) -> dict:
-    import jax
+    from sparsejax.train.mesh import device_label
 
     with DirLock(out):
         t0 = time.perf_counter()
         tasks = {name: run_task(name, cfg, out, log) for name in cfg.tasks}
-        dev = jax.devices()[0]
         res = {"study": "attribution", "preset": preset, "command": command,
-               "config": dataclasses.asdict(cfg),
-               "device": f"{dev.platform}:{dev.device_kind} x{jax.device_count()}",
+               "config": dataclasses.asdict(cfg), "device": device_label(),
                "wall_s": time.perf_counter() - t0, "tasks": tasks}
         write_atomic(out / "results.json", json.dumps(res, indent=1) + "\n")
         write_atomic(out / "report.md", report_md(res))

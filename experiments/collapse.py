@@ -490,15 +490,14 @@ def study_dir(args, study: str, argv: list[str] | None) -> tuple[Path, str] | in
 def dry_run(cfg: CollapseConfig, rate: float | None) -> int:
     """Prints :func:`cost_estimate` of ``cfg`` as one JSON line (the ``paper_estimate``
     bench row's fields) and trains nothing."""
-    import jax
+    from sparsejax.train.mesh import device_label
 
     def dataset_size(name: str) -> int:
         return len(get_dataset(name, cfg.source, cfg.data_dir))
 
-    d = jax.devices()[0]
     est = cost_estimate(cfg, rate or measured_rate(cfg), dataset_size)
     est["rate_from"] = "--rate" if rate else "measured"
-    print(json.dumps({**est, "device": f"{d.platform}:{d.device_kind} x{jax.device_count()}"}))
+    print(json.dumps({**est, "device": device_label()}))
     return 0
 
 

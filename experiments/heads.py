@@ -507,17 +507,16 @@ def plots(res: dict, patterns: dict, out: Path) -> None:
 def execute(cfg: HeadsStudyConfig, preset: str, out: Path, *, resume: bool, progress: bool,
             command: str) -> dict | None:
     """Runs (or resumes) the study; the results dict, or None if it was interrupted."""
-    import jax
+    from sparsejax.train.mesh import device_label
 
     with DirLock(out):  # one process per study directory
         clock = WallTime(out, resume=resume)
         entries, patterns, status = run_cells(cfg, out, resume=resume, progress=progress)
         if status != "done":
             return None
-        dev = jax.devices()[0]
         config = dataclasses.asdict(cfg)
         res = {"study": "heads", "preset": preset, "command": command, "config": config,
-               "device": f"{dev.platform}:{dev.device_kind} x{jax.device_count()}",
+               "device": device_label(),
                "wall_s": clock.total(), "heads": entries,
                "by_scale": by_scale(entries, cfg.vocab),
                "ablation": ablation_table(entries), "checks": checks(entries),

@@ -45,7 +45,6 @@ from experiments.collapse import (CollapseConfig, config_dict, recon_floors,
                                   run_cells_or_exit_code, study_dir)
 from experiments.remedies_analysis import POSTHOC
 from experiments.wall_time import WallTime
-from sparsejax.atomic_io import write_atomic
 from sparsejax.data import DATASETS
 from sparsejax.dir_lock import DirLock
 

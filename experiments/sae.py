@@ -212,6 +212,8 @@ def _run_locked(cfg: StudyConfig, preset: str, out: Path, *, resume: bool, progr
                 command: str) -> dict | None:
     import jax
 
+    from sparsejax.train.mesh import device_label
+
     from sparsejax import ops
     from sparsejax.models import sae
     from sparsejax.train import sae as sae_train
@@ -243,12 +245,11 @@ def _run_locked(cfg: StudyConfig, preset: str, out: Path, *, resume: bool, progr
     trained = (cfg.epochs * steps_per_epoch - result.start_step) * cfg.batch_size
     rec = recovery(feats, np.asarray(state.params.W_dec), cfg.threshold)
     png = f"sae_{preset}.png"
-    dev = jax.devices()[0]
     res = {
         "study": "sae", "preset": preset, "command": command,
         "config": dataclasses.asdict(cfg),
         "impl": ops.resolve_impl(cfg.impl, n=cfg.n_latents, op="values_indices"),
-        "device": f"{dev.platform}:{dev.device_kind} x{n_dev}",
+        "device": device_label(),
         "recovery": {key: v for key, v in rec.items() if key != "best_cosine"},
         "final": history.metrics[-1] if history.metrics else {},
         "vectors_per_s": trained / max(train_s, 1e-9),

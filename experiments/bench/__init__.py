@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown bench {', '.join(map(repr, unknown))}; expected one of: "
                      f"{', '.join(cases)}")
     selected = args.only or list(cases)
-    import jax  # after argument checks: an unknown name should not wait for JAX
+    from sparsejax.train.mesh import device_label  # after the checks: no wait for JAX
 
-    device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}"
+    device = device_label()
     t0 = time.perf_counter()
     for name in selected:
         for row in cases[name]():

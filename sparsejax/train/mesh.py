@@ -24,6 +24,13 @@ def make_mesh(devices=None) -> Mesh:
                          axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def device_label() -> str:
+    """``"platform:kind xCOUNT"`` of the default devices, as results and bench rows record
+    them (e.g. ``"cpu:cpu x4"``)."""
+    d = jax.devices()[0]
+    return f"{d.platform}:{d.device_kind} x{jax.device_count()}"
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

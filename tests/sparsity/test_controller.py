@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsejax.sparsity.controller import ControllerState, L1Controller
+from sparsejax.sparsity.controller import L1Controller
 
 
 def reference_run(c: L1Controller, l0s, ks):
