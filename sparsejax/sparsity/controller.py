@@ -29,11 +29,12 @@ by Adam at a small learning rate, lags behind):
   coefficient may go down to ``min_coef``: a network that trains on needs less penalty
   for the same L0, and a floor at the start would pin L0 below its target.
 
-Gains: on the hybrid at lr 1e-3 the layer's log L0 moves by about -0.4 per unit of log c
-and answers within 25-50 steps, so ``p_gain`` 2 corrects most of a ratio error at once and
-``gain`` 0.2 per step removes the rest within about the layer's response time. Where the
-target falls fast on a wide layer, gentler gains avoid an overshoot whose dead units do
-not come back (the collapse study's CPU preset: 0.05 and 1.0 on 500 units).
+Gains: the defaults (``gain`` 0.05, ``p_gain`` 1) are gentle because an overshoot is not
+undone: on the 500-unit hybrid at lr 1e-3 with k falling 500 -> 50 in 150 steps, gains of
+0.2 and 2 drove the coefficient to about 10 while L0 lagged, and the units it killed
+stayed dead (L0 ended at 38 and 42 for k = 50). On that layer log L0 moves by about -0.4
+per unit of log c and answers within 25-50 steps; a small layer whose units recover
+tolerates the faster gains (the closed-loop test of the hybrid uses 0.2 and 2).
 
 The state is a pytree of scalars, checkpointed with the rest of the train state.
 """
@@ -76,8 +77,8 @@ class L1Controller:
 
     init_coef: float = 1e-3
     min_coef: float = 1e-5
-    gain: float = 0.2
-    p_gain: float = 2.0
+    gain: float = 0.05
+    p_gain: float = 1.0
     max_coef: float = 1e2
     ema: float = 0.9
     horizon: float = 25.0
