@@ -35,17 +35,31 @@ def _host_leaf(leaf) -> np.ndarray:
     """A host copy of one leaf (a replicated array's local copy on a multi-host mesh)."""
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
         leaf = leaf.addressable_shards[0].data
-    return np.ascontiguousarray(jax.device_get(leaf))
+    return np.asarray(jax.device_get(leaf))
 
 
 def state_checksum(state: Any) -> str:
     """SHA-256 over every leaf's dtype, shape and bytes, in tree order (hex digest)."""
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(state):
-        a = _host_leaf(leaf)
+        # (ascontiguousarray makes a scalar [1]: kept, so older checksums still verify)
+        a = np.ascontiguousarray(leaf if isinstance(leaf, np.ndarray) else _host_leaf(leaf))
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _as_placed(state: Any, abstract: Any) -> Any:
+    """``state`` as restored, checked against ``abstract`` leaf by leaf (shape and dtype:
+    a host copy restores whatever shape was saved) and placed as jax arrays (a leaf with
+    no sharding in ``abstract`` comes back as numpy; it goes to the default device)."""
+    def place(x, a):
+        if tuple(np.shape(x)) != tuple(a.shape) or np.dtype(x.dtype) != np.dtype(a.dtype):
+            raise CheckpointError(f"a saved array is {np.dtype(x.dtype)}{list(np.shape(x))}, "
+                                  f"the model expects {np.dtype(a.dtype)}{list(a.shape)}")
+        return jax.numpy.asarray(x) if isinstance(x, np.ndarray) else x
+
+    return jax.tree.map(place, state, abstract)
 
 
 def _nbytes(state: Any) -> int:
@@ -97,9 +111,14 @@ class Checkpointer:
                 f"not enough free space to save the checkpoint of step {step} in "
                 f"{self.directory}: about {need >> 20} MiB needed, {free >> 20} MiB free; the "
                 f"older checkpoints are kept. Free some space and continue with --resume")
-        meta = {**meta, CHECKSUM: state_checksum(state)}
+        # The state is replicated (sparsejax.train.mesh), so one host copy is the whole
+        # state: it is checksummed and written as is (orbax writes numpy leaves from process
+        # 0). Handing orbax the device arrays instead makes it slice each replicated array
+        # across the replicas with one small eager program per leaf shape and device.
+        host = jax.tree.map(_host_leaf, state)
+        meta = {**meta, CHECKSUM: state_checksum(host)}
         try:
-            self._mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+            self._mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host),
                                                           meta=ocp.args.JsonSave(meta)))
             self._mgr.wait_until_finished()
         except Exception as e:  # disk full, permissions, ...: name it, keep older ones
@@ -119,7 +138,7 @@ class Checkpointer:
             try:
                 out = self._mgr.restore(s, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-                state, meta = out["state"], dict(out["meta"])
+                state, meta = _as_placed(out["state"], abstract), dict(out["meta"])
                 want = meta.get(CHECKSUM)
                 if want is not None and state_checksum(state) != want:
                     raise CheckpointError("its arrays do not match the checksum saved with them")
