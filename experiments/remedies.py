@@ -59,14 +59,15 @@ BASELINES = ("topk", "l1")  # plain Top-k and L1, beside every remedy
 # controls, seeds) the remedies stand beside; ``grid`` overrides its fields; ``remedy``
 # holds the remedies' own settings; ``posthoc`` the post-hoc SAE's training.
 PRESETS: dict[str, dict[str, Any]] = {
-    # CI: dSprites, one seed, a few steps; learns nothing (every cell flagged not evidence)
+    # CI: dSprites, one seed, 4 steps of 16 images per epoch; learns nothing (every cell
+    # flagged not evidence); every remedy's program is compiled and run once or more
     "smoke": dict(collapse="smoke",
                   grid=dict(datasets=("dsprites",), num_seeds=1, revival_epochs=1,
                             warmup_epochs=1,
-                            train=dict(steps_per_epoch=8, eval_size=512, final_eval_size=1024,
-                                       log_every=4)),
+                            train=dict(steps_per_epoch=4, batch_size=16, eval_size=256,
+                                       eval_batch=256, final_eval_size=512, log_every=2)),
                   remedy=dict(k_aux=128, dead_after=4, resample_every=8, preact_coef=0.1),
-                  posthoc=dict(vectors=2048, batch_size=256, epochs=1, lr=1e-3)),
+                  posthoc=dict(vectors=1024, batch_size=256, epochs=1, lr=1e-3)),
     # the collapse study's CPU preset (dSprites, 2 seeds, 150 warm-up steps, 500 -> 50 over
     # 150 steps, 150 held), 2 follow-up epochs at k = 50
     "small": dict(collapse="small", grid=dict(revival_epochs=2),

@@ -40,15 +40,22 @@ def test_arms_differ_from_plain_topk_only_in_their_remedy():
     assert follow.sparse_init == "default" and follow.schedule.start == follow.schedule.end
 
 
+# the smoke preset cut to the collapse study's tiny run (the same programs: 32 units, k 32 -> 8
+# over 2 epochs of 2 steps, batch 8, 64 evaluation samples, 96 at the end)
+TINY = dict(num_units=32, schedule=dict(start=32, end=8, length=2), epochs=2, steps_per_epoch=2,
+            batch_size=8, eval_size=64, eval_batch=32, final_eval_size=96, log_every=2)
+
+
 def test_tiny_study_end_to_end(tmp_path):
-    cfg = remedies.preset_config(
-        "smoke", remedies=("tied_init",),
-        train=dict(steps_per_epoch=2, eval_size=128, final_eval_size=256, eval_batch=128))
+    cfg = remedies.preset_config("smoke", remedies=("tied_init", "posthoc_sae"), train=TINY)
     out = tmp_path / "study"
     assert remedies.execute(cfg, out, resume=False, command="test", tensorboard=False) == 0
     res = json.loads((out / "results.json").read_text())
     entries = res["summary"]["remedies"]
-    assert [e["remedy"] for e in entries] == ["topk", "l1", "tied_init"]
+    assert [e["remedy"] for e in entries] == ["topk", "l1", "tied_init", "posthoc_sae"]
+    post = entries[-1]  # the SAE on the frozen dense VAE: the sparse layer's width and final k
+    assert (out / "runs" / "dsprites-posthoc_sae" / "records.json").exists()
+    assert post["l0_final"]["mean"] <= 8 + 1e-6
     for e in entries:
         assert e["dataset"] == "dsprites"
         assert list(e["dead_final"]) == list(TAU_KEYS)
