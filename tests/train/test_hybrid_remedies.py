@@ -30,7 +30,8 @@ def tiny_module():
     from sparsejax.train import preset
 
     return preset("smoke", num_units=N, schedule={"start": N, "end": 4, "length": 2},
-                  batch_size=8, epochs=2, steps_per_epoch=3, eval_size=64, eval_batch=32)
+                  batch_size=8, epochs=2, steps_per_epoch=3, eval_size=64, eval_batch=32,
+                  conv_impl="lax")  # a few steps: the fastest to compile (tests/train/conftest.py)
 
 
 def _leaves(tree):
