@@ -1,4 +1,8 @@
-"""Top-k on 4 simulated CPU devices: batch-sharded, latent-sharded, and the split-axis guard."""
+"""Top-k on 4 simulated CPU devices: batch-sharded, latent-sharded, and the split-axis guard.
+
+Values and gradients come from one jitted call per test: each eager op (an eager gradient
+is dozens) would compile its own XLA program.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +27,9 @@ def test_batch_sharded_jit_matches_reference(impl, mesh4, rng, np_topk):
     x = jnp.asarray(rng.standard_normal((16, 130)), jnp.float32)
     xs = jax.device_put(x, NamedSharding(mesh4, P("data", None)))
     with jax.set_mesh(mesh4):
-        y = jax.jit(lambda x, k: topk(x, k, impl=impl, k_max=16))(xs, jnp.int32(9))
-        v, i = jax.jit(lambda x: topk_values_indices(x, 9, impl=impl))(xs)
-        g = jax.jit(jax.grad(lambda x: jnp.sum(topk(x, 9, impl=impl) ** 2)))(xs)
+        y, (v, i), g = jax.jit(lambda x, k: (
+            topk(x, k, impl=impl, k_max=16), topk_values_indices(x, 9, impl=impl),
+            jax.grad(lambda x: jnp.sum(topk(x, 9, impl=impl) ** 2))(x)))(xs, jnp.int32(9))
     ref = np_topk(x, 9)
     np.testing.assert_array_equal(y, ref)
     np.testing.assert_array_equal(v, -np.sort(-ref, axis=1)[:, :9])
@@ -36,11 +40,12 @@ def test_batch_sharded_jit_matches_reference(impl, mesh4, rng, np_topk):
 @pytest.mark.parametrize("impl", ["lax", "pallas"])
 def test_topk_sharded_shard_map(impl, mesh4, rng, np_topk):
     x = jnp.asarray(rng.standard_normal((8, 100)), jnp.float32)
-    f = jax.jit(lambda x, k: topk_sharded(x, k, mesh4, impl=impl, k_max=12))
+    # traced k: one program for every k, and the gradient (static k) in it too
+    f = jax.jit(lambda x, k: (topk_sharded(x, k, mesh4, impl=impl, k_max=12),
+                              jax.grad(lambda x: topk_sharded(x, 5, mesh4, impl=impl).sum())(x)))
     for k in (0, 5, 12):
-        np.testing.assert_array_equal(f(x, jnp.int32(k)), np_topk(x, k))
-    with jax.set_mesh(mesh4):  # eager ops on explicitly sharded arrays need the mesh set
-        g = jax.grad(lambda x: topk_sharded(x, 5, mesh4, impl=impl).sum())(x)
+        y, g = f(x, jnp.int32(k))
+        np.testing.assert_array_equal(y, np_topk(x, k))
     np.testing.assert_array_equal(g, np_topk(x, 5) != 0)
 
 
@@ -48,19 +53,21 @@ def test_topk_sharded_shard_map(impl, mesh4, rng, np_topk):
 def test_latent_sharded_exact(shape, mesh_shape, rng, np_topk):
     mesh = jax.make_mesh(mesh_shape, ("data", "model"))
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
-    f = jax.jit(lambda x, k: topk_latent_sharded(x, k, mesh, batch_axis="data", k_max=20))
+    f = jax.jit(lambda x, k: (
+        topk_latent_sharded(x, k, mesh, batch_axis="data", k_max=20),
+        jax.grad(lambda x: topk_latent_sharded(x, 7, mesh, batch_axis="data").sum())(x)))
     for k in (0, 1, 7, 20):
-        np.testing.assert_array_equal(f(x, jnp.int32(k)), np_topk(x, k))
-    with jax.set_mesh(mesh):
-        g = jax.grad(lambda x: topk_latent_sharded(x, 7, mesh, batch_axis="data").sum())(x)
+        y, g = f(x, jnp.int32(k))
+        np.testing.assert_array_equal(y, np_topk(x, k))
     np.testing.assert_array_equal(g, np_topk(x, 7) != 0)
 
 
 def test_latent_sharded_ties_span_devices(mesh4, np_topk):
     mesh = jax.make_mesh((4,), ("model",))
     # every shard holds ties at the threshold: lax keeps the lowest global indices
-    x = jnp.tile(jnp.array([[3.0, 1.0, 1.0, 0.0]]), (2, 4))  # [2, 16], 4 columns per device
-    x = x.at[1, 13].set(jnp.nan).at[1, 2].set(-jnp.inf)
+    x = np.tile(np.array([[3.0, 1.0, 1.0, 0.0]], np.float32), (2, 4))  # [2, 16], 4 per device
+    x[1, 13], x[1, 2] = np.nan, -np.inf
+    x = jnp.asarray(x)
     f = jax.jit(lambda x, k: topk_latent_sharded(x, k, mesh, k_max=16))
     for k in range(17):
         y = f(x, jnp.int32(k))
@@ -74,6 +81,6 @@ def test_split_topk_axis_is_refused(mesh4, rng):
     with jax.set_mesh(mesh4), pytest.raises(ValueError, match="top-k axis .* is sharded"):
         jax.jit(lambda x: topk(x, 3, impl="lax"))(xs)
     with pytest.raises(ValueError, match="does not divide"):
-        topk_latent_sharded(jnp.ones((2, 10)), 2, jax.make_mesh((4,), ("model",)))
+        topk_latent_sharded(np.ones((2, 10), np.float32), 2, jax.make_mesh((4,), ("model",)))
     with pytest.raises(ValueError, match="not in the mesh"):
         topk_sharded(x, 2, mesh4, batch_axis="batch")
