@@ -42,33 +42,38 @@ def x():
 def test_plain_rule_is_the_function(nets, x):
     net = nets[1]
     g = P.rewrite(net, P.Rule(), x)
-    chex.assert_trees_all_close(g(x), net(x), atol=1e-6)
-    chex.assert_trees_all_close(jax.grad(lambda v: g(v)[:, 1].sum())(x),
-                                jax.grad(lambda v: net(v)[:, 1].sum())(x), atol=1e-6)
+
+    @jax.jit  # both functions and both gradients in one program
+    def outs_and_grads(x):
+        return ((g(x), net(x)), (jax.grad(lambda v: g(v)[:, 1].sum())(x),
+                                 jax.grad(lambda v: net(v)[:, 1].sum())(x)))
+
+    (got, want), (got_grad, want_grad) = outs_and_grads(x)
+    chex.assert_trees_all_close(got, want, atol=1e-6)
+    chex.assert_trees_all_close(got_grad, want_grad, atol=1e-6)
 
 
 def test_lrp_epsilon_on_bias_free_convnet_is_input_x_gradient(nets, x):
     net = nets[0]
-    chex.assert_trees_all_close(A.lrp(net, x, 2, epsilon=1e-9), A.input_x_gradient(net, x, 2),
-                                atol=1e-5)
+    lrp, ixg = jax.jit(lambda x: (A.lrp(net, x, 2, epsilon=1e-9), A.input_x_gradient(net, x, 2)))(x)
+    chex.assert_trees_all_close(lrp, ixg, atol=1e-5)
 
 
 def test_zplus_conserves_relevance(nets, x):
     # inputs >= 0, z+ everywhere, biases take no relevance: sum R_in = the target score
     # wherever every neuron with a positive output has a positive z+ denominator
     net = nets[1]
-    r = A.lrp(net, x, 0, rule="zplus")
-    np.testing.assert_allclose(np.asarray(r).sum((1, 2, 3)), np.asarray(net(x)[:, 0]),
-                               rtol=1e-4)
-    assert np.all(np.asarray(r) >= -1e-6) or np.any(np.asarray(net(x)[:, 0]) < 0)
+    r, out = jax.jit(lambda x: (A.lrp(net, x, 0, rule="zplus"), net(x)))(x)
+    np.testing.assert_allclose(np.asarray(r).sum((1, 2, 3)), np.asarray(out[:, 0]), rtol=1e-4)
+    assert np.all(np.asarray(r) >= -1e-6) or np.any(np.asarray(out[:, 0]) < 0)
 
 
 def test_deeplift_completeness_on_convnet(nets, x):
     net = nets[1]
     x0 = jnp.full_like(x, 0.5)
-    dl = A.deeplift(net, x, 1, baseline=x0)
-    np.testing.assert_allclose(np.asarray(dl).sum((1, 2, 3)),
-                               np.asarray(net(x)[:, 1] - net(x0)[:, 1]), atol=1e-4)
+    dl, diff = jax.jit(lambda x, x0: (A.deeplift(net, x, 1, baseline=x0),
+                                      net(x)[:, 1] - net(x0)[:, 1]))(x, x0)
+    np.testing.assert_allclose(np.asarray(dl).sum((1, 2, 3)), np.asarray(diff), atol=1e-4)
 
 
 def test_relu_detection_and_rules():

@@ -18,26 +18,32 @@ def _setup(rng, n=20, d=6, b=5):
 
 def test_auxk_matches_formula_bias_once_and_residual_detached(rng):
     cfg, p, x = _setup(rng)
-    dead = jnp.arange(20) % 3 == 0
-    out = sae.forward(p, x, 3, cfg, dead)
-    code = out.code
-    loss = remedies.auxk_loss(p.W_dec, x, out.recon, code.aux_values, code.aux_indices)
+    dead = np.arange(20) % 3 == 0
+
+    def aux_of(p):
+        o = sae.forward(p, x, 3, cfg, jnp.asarray(dead))
+        return (remedies.auxk_loss(p.W_dec, x, o.recon, o.code.aux_values, o.code.aux_indices),
+                o)
+
+    @jax.jit  # the loss, the code and the gradient in one program
+    def loss_code_grad(p):
+        (loss, out), g = jax.value_and_grad(aux_of, has_aux=True)(p)
+        code = out.code
+        z_aux = sae.dense_code(code._replace(values=code.aux_values,
+                                             indices=code.aux_indices), 20)
+        return loss, out.recon, z_aux, g
+
+    loss, recon, z_aux, g = loss_code_grad(p)
     # independent reference in numpy: e_hat = z_aux W_dec (no b_dec), normalised MSE
-    e = np.asarray(x - out.recon)
-    z_aux = np.asarray(sae.dense_code(code._replace(values=code.aux_values,
-                                                    indices=code.aux_indices), 20))
-    assert set(np.nonzero(z_aux)[1]) <= set(np.nonzero(np.asarray(dead))[0])
+    e = np.asarray(x) - np.asarray(recon)
+    z_aux = np.asarray(z_aux)
+    assert set(np.nonzero(z_aux)[1]) <= set(np.nonzero(dead)[0])
     e_hat = z_aux @ np.asarray(p.W_dec)
     ref = np.sum((e - e_hat) ** 2) / np.sum((e - e.mean(0)) ** 2)
     np.testing.assert_allclose(loss, ref, rtol=1e-5)
 
     # detached residual: AuxK's gradient reaches only the dead latents' encoder/decoder
     # rows; were e attached, the main code's (alive) decoder rows would get gradient too
-    def aux_of(p):
-        o = sae.forward(p, x, 3, cfg, dead)
-        return remedies.auxk_loss(p.W_dec, x, o.recon, o.code.aux_values, o.code.aux_indices)
-
-    g = jax.grad(aux_of)(p)
     alive_rows = ~np.asarray(dead)
     np.testing.assert_array_equal(np.asarray(g.W_dec)[alive_rows], 0)
     np.testing.assert_array_equal(np.asarray(g.W_enc)[:, alive_rows], 0)
@@ -45,19 +51,25 @@ def test_auxk_matches_formula_bias_once_and_residual_detached(rng):
 
 
 def test_dead_mask():
-    last = jnp.array([0, 5, 9, 10])
-    np.testing.assert_array_equal(remedies.dead_mask(last, jnp.int32(10), 5), [1, 1, 0, 0])
+    last = np.array([0, 5, 9, 10])
+    np.testing.assert_array_equal(jax.jit(remedies.dead_mask, static_argnums=2)(
+        last, np.int32(10), 5), [1, 1, 0, 0])
 
 
 def test_resample_dead_rows_only(rng):
     cfg, p, x = _setup(rng, b=64)
     opt = optax.adam(1e-3)
-    state = opt.init(p)
-    g = jax.tree.map(jnp.ones_like, p)
-    _, state = opt.update(g, state, p)  # nonzero moments
-    dead = jnp.arange(20) < 4
-    recon = sae.forward(p, x, 3, cfg).recon
-    new, new_state = remedies.resample_dead(jax.random.key(1), p, state, opt, dead, x, recon)
+    dead = np.arange(20) < 4
+
+    @jax.jit  # optimiser set-up, forward pass and resampling in one program
+    def resample(key, p, x):
+        state = opt.init(p)
+        g = jax.tree.map(jnp.ones_like, p)
+        _, state = opt.update(g, state, p)  # nonzero moments
+        recon = sae.forward(p, x, 3, cfg).recon
+        return remedies.resample_dead(key, p, state, opt, dead, x, recon)
+
+    new, new_state = resample(jax.random.key(1), p, x)
     d = np.asarray(dead)
     np.testing.assert_array_equal(np.asarray(new.W_dec)[~d], np.asarray(p.W_dec)[~d])
     np.testing.assert_allclose(np.linalg.norm(np.asarray(new.W_dec)[d], axis=1), 1, rtol=1e-5)
