@@ -23,10 +23,9 @@ def _value_and_grads(layer, x, w):
 
 
 @nnx.jit
-def _ref_and_ours(ref, ours, x):
+def _ref_and_ours(ref, ours, x, w):
     """Outputs and gradients of the reference layer and of ours (every impl), in one
     compiled program."""
-    w = jax.random.normal(jax.random.key(7), jax.eval_shape(ref, x).shape)
     return (_value_and_grads(ref, x, w),
             {impl: _value_and_grads(m, x, w) for impl, m in ours.items()})
 
@@ -41,7 +40,9 @@ def _random_layer_case(ref_cls, ours_cls, ci, co, k, hw, rng, numpy_init):
     for m in (ref, *ours.values()):
         m.kernel[...], m.bias[...] = jax.device_put(kernel), jax.device_put(bias)
     x = rng.normal(size=(2, hw, hw, ci)).astype(np.float32)
-    return _ref_and_ours(ref, ours, x)
+    # the random projection, numpy-drawn (jax.random compiles a costly program per shape)
+    w = rng.normal(size=jax.eval_shape(ref, x).shape).astype(np.float32)
+    return _ref_and_ours(ref, ours, x, w)
 
 
 @pytest.mark.parametrize("ci,co,k,hw", [(1, 8, 4, 16), (6, 5, 2, 8), (3, 4, 6, 12)])
