@@ -21,8 +21,18 @@ def sample(module, rng, n):
     return np.stack([rng.integers(0, s, n) for s in module.SPACE.sizes], -1).astype(np.int32)
 
 
+CHUNK = 128  # images() renders in chunks of this many rows: one compile per renderer
+
+
 def images(name, factors):
-    return np.asarray(render_jit[name](jnp.asarray(factors, jnp.int32)))
+    """The jitted render of int factors [n, F] as numpy, in zero-padded chunks of CHUNK
+    rows (every image is rendered on its own, so the padding changes no other image; one
+    batch shape means one compiled program per renderer instead of one per test size)."""
+    f = np.asarray(factors, np.int32).reshape(-1, len(MODULES[name].SPACE.sizes))
+    n = len(f)
+    f = np.concatenate([f, np.zeros((-n % CHUNK, f.shape[1]), np.int32)])
+    return np.concatenate([np.asarray(render_jit[name](f[i:i + CHUNK]))
+                           for i in range(0, len(f), CHUNK)])[:n]
 
 
 def fingerprints(imgs):
@@ -35,7 +45,7 @@ def fingerprints(imgs):
 @pytest.mark.parametrize("name", MODULES)
 def test_shape_dtype_range(name, rng):
     m = MODULES[name]
-    x = render_jit[name](jnp.asarray(sample(m, rng, 32)))
+    x = images(name, sample(m, rng, 32))
     chex.assert_shape(x, (32, *m.OBSERVATION_SHAPE))
     chex.assert_type(x, jnp.float32)
     chex.assert_tree_all_finite(x)
@@ -45,13 +55,13 @@ def test_shape_dtype_range(name, rng):
 @pytest.mark.parametrize("name", MODULES)
 def test_jit_matches_eager_and_vmap_matches_batch(name, rng):
     m = MODULES[name]
-    f = jnp.asarray(sample(m, rng, 12))
+    f = jnp.asarray(sample(m, rng, CHUNK))  # the chunk's shape: render_jit is compiled for it
     batched = render_jit[name](f)
     # dSprites is binary, so exact; Shapes3D's float32 shading may round a few ulp apart
     # where eager and fused code differ (seen on a GPU: 6e-6).
     atol = 0.0 if name == "dsprites" else 1e-5
     chex.assert_trees_all_close(m.render(f), batched, atol=atol, rtol=0.0)
-    stacked = jax.jit(jax.vmap(m.render))(f.reshape(3, 4, -1))
+    stacked = jax.jit(jax.vmap(m.render))(f.reshape(4, CHUNK // 4, -1))
     chex.assert_trees_all_close(stacked.reshape(batched.shape), batched, atol=atol, rtol=0.0)
 
 
@@ -232,7 +242,7 @@ def _lambert(normal):
 
 def test_shapes3d_hsv_matches_colorsys():
     hue = np.linspace(0.0, 0.999, 101, dtype=np.float32)
-    got = np.stack([np.asarray(c) for c in shapes3d.hsv_to_rgb(jnp.asarray(hue))], -1)
+    got = np.stack([np.asarray(c) for c in jax.jit(shapes3d.hsv_to_rgb)(hue)], -1)
     np.testing.assert_allclose(got, [_hsv(h) for h in hue.astype(float)], atol=1e-5)
 
 

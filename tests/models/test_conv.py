@@ -11,55 +11,54 @@ from sparsejax.models import conv
 IMPLS = [i for i in conv.CONV_IMPLS if i != "auto"]
 
 
-def _pair(ref_cls, ours_cls, ci, co, k, rng):
-    """A Flax reference layer and ours (every impl) holding the same random params."""
-    ref = ref_cls(ci, co, (k, k), (2, 2), padding="SAME", rngs=nnx.Rngs(0))
-    kernel = jnp.asarray(rng.normal(size=(k, k, ci, co)), jnp.float32)
-    bias = jnp.asarray(rng.normal(size=(co,)), jnp.float32)
-    ref.kernel[...], ref.bias[...] = kernel, bias
-    ours = {}
-    for impl in IMPLS:
-        m = ours_cls(ci, co, k, impl=impl, rngs=nnx.Rngs(0))
-        m.kernel[...], m.bias[...] = kernel, bias
-        ours[impl] = m
-    return ref, ours
-
-
-def _value_and_grads(layer, x):
-    """Output and gradients (w.r.t. input, kernel, bias) of a fixed random projection."""
+def _value_and_grads(layer, x, w):
+    """Output and gradients (w.r.t. input, kernel, bias) of the projection onto w."""
     gd, params = nnx.split(layer)
-    w = jax.random.normal(jax.random.key(7), jax.eval_shape(lambda: layer(x)).shape)
 
     def f(p, x):
         return jnp.sum(nnx.merge(gd, p)(x) * w)
 
-    @jax.jit
-    def run(p, x):
-        gp, gx = jax.grad(f, argnums=(0, 1))(p, x)
-        return nnx.merge(gd, p)(x), gx, gp["kernel"][...], gp["bias"][...]
+    gp, gx = jax.grad(f, argnums=(0, 1))(params, x)
+    return layer(x), gx, gp["kernel"][...], gp["bias"][...]
 
-    return run(params, x)
+
+@nnx.jit
+def _ref_and_ours(ref, ours, x, w):
+    """Outputs and gradients of the reference layer and of ours (every impl), in one
+    compiled program."""
+    return (_value_and_grads(ref, x, w),
+            {impl: _value_and_grads(m, x, w) for impl, m in ours.items()})
+
+
+def _random_layer_case(ref_cls, ours_cls, ci, co, k, hw, rng, numpy_init):
+    """A Flax reference layer and ours (every impl) holding the same random params."""
+    kernel = rng.normal(size=(k, k, ci, co)).astype(np.float32)
+    bias = rng.normal(size=(co,)).astype(np.float32)
+    ref = numpy_init(lambda: ref_cls(ci, co, (k, k), (2, 2), padding="SAME", rngs=nnx.Rngs(0)))
+    ours = {impl: numpy_init(lambda impl=impl: ours_cls(ci, co, k, impl=impl, rngs=nnx.Rngs(0)))
+            for impl in IMPLS}
+    for m in (ref, *ours.values()):
+        m.kernel[...], m.bias[...] = jax.device_put(kernel), jax.device_put(bias)
+    x = rng.normal(size=(2, hw, hw, ci)).astype(np.float32)
+    # the random projection, numpy-drawn (jax.random compiles a costly program per shape)
+    w = rng.normal(size=jax.eval_shape(ref, x).shape).astype(np.float32)
+    return _ref_and_ours(ref, ours, x, w)
 
 
 @pytest.mark.parametrize("ci,co,k,hw", [(1, 8, 4, 16), (6, 5, 2, 8), (3, 4, 6, 12)])
-def test_conv_phase_equals_flax_conv(ci, co, k, hw, rng):
-    ref, ours = _pair(nnx.Conv, conv.Conv, ci, co, k, rng)
-    x = jnp.asarray(rng.normal(size=(2, hw, hw, ci)), jnp.float32)
-    want = _value_and_grads(ref, x)
-    for impl, layer in ours.items():
-        got = _value_and_grads(layer, x)
+def test_conv_phase_equals_flax_conv(ci, co, k, hw, rng, numpy_init):
+    want, ours = _random_layer_case(nnx.Conv, conv.Conv, ci, co, k, hw, rng, numpy_init)
+    for impl, got in ours.items():
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=impl)
 
 
 @pytest.mark.parametrize("ci,co,k,hw", [(8, 4, 4, 4), (4, 1, 4, 8), (3, 5, 6, 5)])
-def test_conv_transpose_phase_equals_flax_conv_transpose(ci, co, k, hw, rng):
-    ref, ours = _pair(nnx.ConvTranspose, conv.ConvTranspose, ci, co, k, rng)
-    x = jnp.asarray(rng.normal(size=(2, hw, hw, ci)), jnp.float32)
-    want = _value_and_grads(ref, x)
+def test_conv_transpose_phase_equals_flax_conv_transpose(ci, co, k, hw, rng, numpy_init):
+    want, ours = _random_layer_case(nnx.ConvTranspose, conv.ConvTranspose, ci, co, k, hw, rng,
+                                    numpy_init)
     assert want[0].shape == (2, 2 * hw, 2 * hw, co)
-    for impl, layer in ours.items():
-        got = _value_and_grads(layer, x)
+    for impl, got in ours.items():
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=impl)
 
@@ -73,7 +72,8 @@ def test_phase_taps_of_kernel_4():
 
 def test_space_to_depth_matches_loops_and_inverts(rng):
     x = rng.normal(size=(2, 4, 6, 3)).astype(np.float32)
-    got = np.asarray(conv.space_to_depth(jnp.asarray(x)))
+    got, back = jax.jit(lambda x: (conv.space_to_depth(x),
+                                   conv.depth_to_space(conv.space_to_depth(x))))(x)
     want = np.zeros((2, 2, 3, 12), np.float32)
     for i in range(2):
         for j in range(3):
@@ -82,7 +82,7 @@ def test_space_to_depth_matches_loops_and_inverts(rng):
                     want[:, i, j, (dy * 2 + dx) * 3:(dy * 2 + dx + 1) * 3] = x[:, 2 * i + dy,
                                                                               2 * j + dx]
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(conv.depth_to_space(jnp.asarray(got)), x)
+    np.testing.assert_array_equal(back, x)
 
 
 # Every strided layer of the Encoder (dSprites and Shapes3D inputs) and the Decoder:
@@ -108,22 +108,26 @@ def test_every_impl_equals_lax_on_model_shapes(transposed, ci, co, k, hw):
     """Forward and both gradients (input, kernel) of every impl equal the plain conv,
     float32, on fresh random inputs for each layer shape the Encoder/Decoder use."""
     rng = np.random.default_rng([ci, co, k, hw, transposed])
-    x = jnp.asarray(rng.normal(size=(3, hw, hw, ci)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(k, k, ci, co)) / np.sqrt(k * k * ci), jnp.float32)
+    x = rng.normal(size=(3, hw, hw, ci)).astype(np.float32)
+    kernel = (rng.normal(size=(k, k, ci, co)) / np.sqrt(k * k * ci)).astype(np.float32)
     op = conv.conv_transpose_s2 if transposed else conv.conv_s2
     out_shape = (3, 2 * hw, 2 * hw, co) if transposed else (3, hw // 2, hw // 2, co)
-    w = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
+    w = rng.normal(size=out_shape).astype(np.float32)
 
-    def value_and_grads(f):
-        y, vjp = jax.vjp(f, x, kernel)
-        return (y, *vjp(w))
+    @jax.jit  # the plain conv and every impl in one compiled program
+    def run(x, kernel, w):
+        def value_and_grads(f):
+            y, vjp = jax.vjp(f, x, kernel)
+            return (y, *vjp(w))
 
-    want = jax.jit(lambda: value_and_grads(lambda x, k: _lax_reference(transposed, x, k)))()
+        return (value_and_grads(lambda x, k: _lax_reference(transposed, x, k)),
+                {impl: value_and_grads(lambda x, k, impl=impl: op(x, k, impl)) for impl in IMPLS})
+
+    want, ours = run(x, kernel, w)
     assert want[0].shape == out_shape
-    for impl in IMPLS:
-        got = jax.jit(lambda: value_and_grads(lambda x, k: op(x, k, impl)))()
+    for impl, got in ours.items():
         for name, g, r in zip(("output", "d input", "d kernel"), got, want):
-            scale = float(jnp.max(jnp.abs(r)))
+            scale = float(np.max(np.abs(r)))
             np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-5 * scale,
                                        err_msg=f"{impl}: {name}")
 
@@ -137,12 +141,18 @@ def test_phase_starts_of_kernel_4():
 def test_kernel_grad_matmul_equals_autodiff_both_sides(rng):
     """Both copies of :func:`_valid_conv_kernel_grad` (input windows when C <= D, shifted
     dy otherwise) equal the autodiff gradient of the stride-1 conv."""
+    cases = []
     for c, d in ((3, 8), (8, 3)):
-        u = jnp.asarray(rng.normal(size=(2, 7, 6, c)), jnp.float32)
-        kk = jnp.asarray(rng.normal(size=(2, 2, c, d)), jnp.float32)
-        dy = jnp.asarray(rng.normal(size=(2, 6, 5, d)), jnp.float32)
-        want = jax.vjp(lambda k: conv._valid_conv(u, k), kk)[1](dy)[0]
-        got = conv._valid_conv_kernel_grad(u, dy, 2)
+        cases.append(tuple(rng.normal(size=s).astype(np.float32)
+                           for s in ((2, 7, 6, c), (2, 2, c, d), (2, 6, 5, d))))
+
+    @jax.jit  # both cases in one program
+    def run(cases):
+        return [(conv._valid_conv_kernel_grad(u, dy, 2),
+                 jax.vjp(lambda k: conv._valid_conv(u, k), kk)[1](dy)[0])
+                for u, kk, dy in cases]
+
+    for got, want in run(cases):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -155,13 +165,18 @@ def test_resolve_conv_impl():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_encoder_decoder_shapes_and_impls_agree(channels, rng):
-    x = jnp.asarray(rng.uniform(size=(2, 64, 64, channels)), jnp.float32)
-    z = jnp.asarray(rng.normal(size=(2, 10)), jnp.float32)
-    enc = {i: conv.Encoder(channels, impl=i, rngs=nnx.Rngs(1)) for i in IMPLS}
-    dec = {i: conv.Decoder(10, channels, impl=i, rngs=nnx.Rngs(2)) for i in IMPLS}
-    f = {i: nnx.jit(lambda m, x: m(x))(enc[i], x) for i in enc}
-    y = {i: nnx.jit(lambda m, z: m(z))(dec[i], z) for i in dec}
+def test_encoder_decoder_shapes_and_impls_agree(channels, rng, numpy_init):
+    x = rng.uniform(size=(2, 64, 64, channels)).astype(np.float32)
+    z = rng.normal(size=(2, 10)).astype(np.float32)
+    enc = {"lax": numpy_init(lambda: conv.Encoder(channels, impl="lax", rngs=nnx.Rngs(1)))}
+    dec = {"lax": numpy_init(lambda: conv.Decoder(10, channels, impl="lax", rngs=nnx.Rngs(2)))}
+    for i in IMPLS:  # every impl holds the same params
+        enc[i] = numpy_init(lambda: conv.Encoder(channels, impl=i, rngs=nnx.Rngs(1)), enc["lax"])
+        dec[i] = numpy_init(lambda: conv.Decoder(10, channels, impl=i, rngs=nnx.Rngs(2)),
+                            dec["lax"])
+    # every impl's encoder and decoder in one program
+    f, y = nnx.jit(lambda enc, dec: ({i: m(x) for i, m in enc.items()},
+                                     {i: m(z) for i, m in dec.items()}))(enc, dec)
     assert f["phase"].shape == (2, 256) and y["phase"].shape == (2, 64, 64, channels)
     for impl in IMPLS:
         np.testing.assert_allclose(f[impl], f["lax"], rtol=1e-4, atol=1e-5, err_msg=impl)

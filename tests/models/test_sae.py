@@ -39,21 +39,16 @@ def exact_float32_matmuls():
 def test_forward_and_grads_match_dense_reference(activation, rng):
     cfg = sae.SAEConfig(d_in=10, n_latents=30, k=5, activation=activation, impl="lax")
     p = sae.init_params(jax.random.key(1), cfg, b_dec=jnp.asarray(rng.standard_normal(10)))
-    p = p._replace(b_enc=jnp.asarray(rng.standard_normal(30), jnp.float32) * 0.1)
-    x = jnp.asarray(rng.standard_normal((8, 10)), jnp.float32)
-    out = sae.forward(p, x, 5, cfg)
-    z = sae.dense_code(out.code, 30)
+    p = p._replace(b_enc=jax.device_put((rng.standard_normal(30) * 0.1).astype(np.float32)))
+    x = rng.standard_normal((8, 10)).astype(np.float32)
     if activation == "topk":
-        z_ref, recon_ref, mask = np_forward(p, np.asarray(x), 5)
+        z_ref, recon_ref, mask = np_forward(p, x, 5)
     else:
-        z_ref = np.maximum((np.asarray(x) - p.b_dec) @ p.W_enc + p.b_enc, 0)
+        z_ref = np.maximum((x - p.b_dec) @ p.W_enc + p.b_enc, 0)
         recon_ref = z_ref @ p.W_dec + p.b_dec
-    np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out.recon, recon_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(sae.l0(out.code), (z_ref > 0).sum(1))
-    np.testing.assert_array_equal(sae.fired(out.code, 30), (z_ref > 0).any(0))
+        mask = None
 
-    def dense_loss(p):  # autodiff through a dense top-k mask: the independent reference
+    def dense_loss(p, x):  # autodiff through a dense top-k mask: the independent reference
         pre = (x - p.b_dec) @ p.W_enc + p.b_enc
         if activation == "topk":  # the reference's top-k positions, held fixed
             zz = jax.nn.relu(jnp.where(mask, pre, 0))
@@ -61,10 +56,20 @@ def test_forward_and_grads_match_dense_reference(activation, rng):
             zz = jax.nn.relu(pre)
         return jnp.sum((zz @ p.W_dec + p.b_dec - x) ** 2)
 
-    def loss(p):
+    def loss(p, x):
         return jnp.sum((sae.forward(p, x, 5, cfg).recon - x) ** 2)
 
-    g, g_ref = jax.grad(loss)(p), jax.grad(dense_loss)(p)
+    @jax.jit  # the forward, its statistics and both gradients in one program
+    def run(p, x):
+        out = sae.forward(p, x, 5, cfg)
+        return (out, sae.dense_code(out.code, 30), sae.l0(out.code), sae.fired(out.code, 30),
+                jax.grad(loss)(p, x), jax.grad(dense_loss)(p, x))
+
+    out, z, l0, fired, g, g_ref = run(p, x)
+    np.testing.assert_allclose(z, z_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.recon, recon_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(l0, (z_ref > 0).sum(1))
+    np.testing.assert_array_equal(fired, (z_ref > 0).any(0))
     for a, b in zip(g, g_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 

@@ -13,7 +13,7 @@ from sparsejax.models.sparse_layer import BatchTopK, JumpReLU, SparseLayer, make
 @pytest.mark.parametrize("name", ["topk", "l1", "batchtopk", "jumprelu"])
 def test_make_sparsifier_names(name):
     sp = make_sparsifier(name, 12)
-    h = sp(jnp.ones((3, 12)), jnp.int32(2))
+    h = nnx.jit(lambda sp, x, k: sp(x, k))(sp, np.ones((3, 12), np.float32), np.int32(2))
     chex.assert_shape(h, (3, 12))
     with pytest.raises(ValueError, match="no sparsifier"):
         make_sparsifier("gated", 12)
@@ -23,7 +23,7 @@ def test_batchtopk_keeps_exactly_k_times_b_of_the_batch(rng):
     b, n, k = 6, 20, 3
     pre = rng.permutation(np.arange(1, b * n + 1)).reshape(b, n) * rng.uniform(0.5, 1.5)
     pre = pre.astype(np.float32)
-    h = np.asarray(BatchTopK(n)(jnp.asarray(pre), jnp.int32(k)))
+    h = np.asarray(jax.jit(lambda p, k: BatchTopK(n)(p, k))(pre, np.int32(k)))
     assert np.count_nonzero(h) == k * b
     # numpy reference: the k B largest values of the flattened batch, kept in place
     keep = pre >= np.sort(pre.ravel())[-k * b]
@@ -37,15 +37,19 @@ def test_batchtopk_threshold_estimate_and_evaluation(rng):
     h1 = jnp.asarray(np.abs(rng.standard_normal((4, 8))) * (rng.uniform(size=(4, 8)) > 0.5),
                      jnp.float32)
     least = float(np.min(np.asarray(h1)[np.asarray(h1) > 0]))
-    theta = sp.estimate(jnp.float32(0), h1)  # the first batch sets it
+    # the estimates in one program (eager, each op compiles on its own)
+    theta, theta2, theta3 = jax.jit(lambda h1: (
+        t1 := sp.estimate(jnp.float32(0), h1),  # the first batch sets it
+        t2 := sp.estimate(t1, h1 * 2),
+        sp.estimate(t2, jnp.zeros((4, 8)))))(h1)
     np.testing.assert_allclose(theta, least, rtol=1e-6)
-    theta2 = sp.estimate(theta, h1 * 2)
     np.testing.assert_allclose(theta2, 0.9 * least + 0.1 * 2 * least, rtol=1e-6)
-    assert sp.estimate(theta2, jnp.zeros((4, 8))) == theta2  # nothing fired: unchanged
-    sp.threshold[...] = jnp.float32(0.5)
+    assert theta3 == theta2  # nothing fired: unchanged
+    sp.threshold[...] = jax.device_put(np.float32(0.5))
     sp.deterministic = True  # what model.eval() sets
-    pre = jnp.asarray(rng.standard_normal((5, 8)), jnp.float32)
-    np.testing.assert_array_equal(sp(pre, jnp.int32(1)), np.where(np.asarray(pre) > 0.5, pre, 0))
+    pre = rng.standard_normal((5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(nnx.jit(lambda sp, p, k: sp(p, k))(sp, pre, np.int32(1)),
+                                  np.where(pre > 0.5, pre, 0))
 
 
 def test_jumprelu_thresholds_get_the_pseudo_derivative(rng):
@@ -61,8 +65,11 @@ def test_jumprelu_thresholds_get_the_pseudo_derivative(rng):
     def out_sum(params):
         return jnp.sum(nnx.merge(graphdef, params)(pre, jnp.int32(0)))
 
-    g_l0 = np.asarray(jax.grad(l0)(params)["log_threshold"][...])
-    g_out = np.asarray(jax.grad(out_sum)(params)["log_threshold"][...])
+    # both gradients, the forward and the penalty in one program (eager: one per op)
+    g_l0, g_out, h, penalty = jax.jit(lambda p: (
+        jax.grad(l0)(p)["log_threshold"][...], jax.grad(out_sum)(p)["log_threshold"][...],
+        nnx.merge(graphdef, p)(pre, jnp.int32(0)), nnx.merge(graphdef, p).penalty(pre)))(params)
+    g_l0, g_out = np.asarray(g_l0), np.asarray(g_out)
     # numpy reference (Rajamanoharan et al. 2024, eqs. 11-12, rectangle kernel), chained
     # through theta = exp(log_theta)
     theta = np.exp(np.asarray(params["log_threshold"][...]))
@@ -71,9 +78,8 @@ def test_jumprelu_thresholds_get_the_pseudo_derivative(rng):
     np.testing.assert_allclose(g_out, -(theta / eps) * window * theta, rtol=1e-5, atol=1e-6)
     assert np.all(window > 0) and np.all(g_l0 < 0)  # the L0 penalty pushes every theta up
     # forward: pre where above theta; the penalty counts them
-    h = np.asarray(sp(pre, jnp.int32(0)))
-    np.testing.assert_array_equal(h, np.where(np.asarray(pre) > theta, pre, 0))
-    np.testing.assert_array_equal(sp.penalty(pre), (np.asarray(pre) > theta).sum(1))
+    np.testing.assert_array_equal(np.asarray(h), np.where(np.asarray(pre) > theta, pre, 0))
+    np.testing.assert_array_equal(penalty, (np.asarray(pre) > theta).sum(1))
 
 
 def test_whitened_layer_reconstructs_in_the_input_space(rng):
@@ -85,7 +91,7 @@ def test_whitened_layer_reconstructs_in_the_input_space(rng):
     layer.whiten.P[...] = jnp.asarray(A, jnp.float32)
     layer.whiten.P_inv[...] = jnp.asarray(np.linalg.inv(A), jnp.float32)
     f = rng.standard_normal((4, d)).astype(np.float32)
-    out = layer(jnp.asarray(f), jnp.int32(0))
+    out = nnx.jit(lambda l, f, k: l(f, k))(layer, f, np.int32(0))  # one program
     W, b = np.asarray(layer.enc.kernel[...]), np.asarray(layer.enc.bias[...])
     V, c = np.asarray(layer.dec.kernel[...]), np.asarray(layer.dec.bias[...])
     pre = (f - m) @ A @ W + b
