@@ -121,14 +121,16 @@ class FactorSpace:
         ``fixed`` may be a traced int (one factor) or a static sequence of factor ids.
         Returns int32 ``[n, F]``.
         """
+        # static ids are checked on the host (inside a jit, jnp.asarray of them is a tracer)
+        if not isinstance(fixed, jax.core.Tracer):
+            bad = [int(v) for v in np.atleast_1d(np.asarray(fixed))
+                   if not 0 <= int(v) < self.num_factors]
+            if bad:
+                raise ValueError(f"fixed factor ids {bad} out of range: expected 0 <= id < "
+                                 f"{self.num_factors} ({', '.join(self.names)})")
         k_free, k_fix = jax.random.split(as_key(key))
         free = self.sample(k_free, n)
         one = self.sample(k_fix, 1)  # [1, F]: the shared values
         fixed_arr = jnp.atleast_1d(jnp.asarray(fixed, dtype=jnp.int32))
-        if not isinstance(fixed_arr, jax.core.Tracer):
-            bad = [int(v) for v in np.asarray(fixed_arr) if not 0 <= int(v) < self.num_factors]
-            if bad:
-                raise ValueError(f"fixed factor ids {bad} out of range: expected 0 <= id < "
-                                 f"{self.num_factors} ({', '.join(self.names)})")
         mask_F = (jnp.arange(self.num_factors)[:, None] == fixed_arr[None, :]).any(axis=1)
         return jnp.where(mask_F[None, :], one, free)

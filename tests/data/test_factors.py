@@ -75,6 +75,8 @@ def test_sample_fixed_holds_chosen_factors(rng):
     assert len(np.unique(np.asarray(h)[:, 2])) == 1
     with pytest.raises(ValueError, match=r"fixed factor ids \[5\] out of range"):
         space.sample_fixed(jax.random.key(0), 4, 5)
+    with pytest.raises(ValueError, match=r"fixed factor ids \[5\] out of range"):  # in a jit
+        jax.jit(lambda k: space.sample_fixed(k, 4, (1, 5)))(jax.random.key(0))
 
 
 def test_validate_names_the_bad_value():
