@@ -60,12 +60,14 @@ BASELINES = ("topk", "l1")  # plain Top-k and L1, beside every remedy
 # holds the remedies' own settings; ``posthoc`` the post-hoc SAE's training.
 PRESETS: dict[str, dict[str, Any]] = {
     # CI: dSprites, one seed, 4 steps of 16 images per epoch; learns nothing (every cell
-    # flagged not evidence); every remedy's program is compiled and run once or more
+    # flagged not evidence); every remedy's program is compiled and run once or more, so
+    # compiling is its cost: XLA's own convolutions, the fastest to compile on XLA:CPU
     "smoke": dict(collapse="smoke",
                   grid=dict(datasets=("dsprites",), num_seeds=1, revival_epochs=1,
                             warmup_epochs=1,
                             train=dict(steps_per_epoch=4, batch_size=16, eval_size=256,
-                                       eval_batch=256, final_eval_size=512, log_every=2)),
+                                       eval_batch=256, final_eval_size=512, log_every=2,
+                                       conv_impl="lax")),
                   remedy=dict(k_aux=128, dead_after=4, resample_every=8, preact_coef=0.1),
                   posthoc=dict(vectors=1024, batch_size=256, epochs=1, lr=1e-3)),
     # the collapse study's CPU preset (dSprites, 2 seeds, 150 warm-up steps, 500 -> 50 over

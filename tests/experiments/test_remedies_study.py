@@ -43,7 +43,8 @@ def test_arms_differ_from_plain_topk_only_in_their_remedy():
 # the smoke preset cut to the collapse study's tiny run (the same programs: 32 units, k 32 -> 8
 # over 2 epochs of 2 steps, batch 8, 64 evaluation samples, 96 at the end)
 TINY = dict(num_units=32, schedule=dict(start=32, end=8, length=2), epochs=2, steps_per_epoch=2,
-            batch_size=8, eval_size=64, eval_batch=32, final_eval_size=96, log_every=2)
+            batch_size=8, eval_size=64, eval_batch=32, final_eval_size=96, log_every=2,
+            conv_impl="auto")
 
 
 def test_tiny_study_end_to_end(tmp_path):
