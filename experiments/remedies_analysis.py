@@ -130,7 +130,6 @@ def mig_blind_spot(grid, out: Path, dataset: str, arm: str = "topk") -> dict:
     what sees the collapse: alive units, coverage (factors with at least one alive unit
     specific to them) and per-unit MI (the normalised MI of each unit with its best
     factor, averaged over all units)."""
-
     from sparsejax.data import get_dataset
     from sparsejax.metrics import alignment_from_mi, mig_details
     from sparsejax.train.evaluate import make_evaluator

@@ -212,11 +212,10 @@ def _run_locked(cfg: StudyConfig, preset: str, out: Path, *, resume: bool, progr
                 command: str) -> dict | None:
     import jax
 
-    from sparsejax.train.mesh import device_label
-
     from sparsejax import ops
     from sparsejax.models import sae
     from sparsejax.train import sae as sae_train
+    from sparsejax.train.mesh import device_label
 
     t0 = time.perf_counter()
     acts, feats = synthetic_activations(cfg)

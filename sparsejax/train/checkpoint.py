@@ -52,12 +52,13 @@ def state_checksum(state: Any) -> str:
 def _as_placed(state: Any, abstract: Any) -> Any:
     """``state`` as restored, checked against ``abstract`` leaf by leaf (shape and dtype:
     a host copy restores whatever shape was saved) and placed as jax arrays (a leaf with
-    no sharding in ``abstract`` comes back as numpy; it goes to the default device)."""
+    no sharding in ``abstract`` comes back as numpy; ``device_put`` moves it to the default
+    device without compiling a conversion per shape, as ``jnp.asarray`` would)."""
     def place(x, a):
         if tuple(np.shape(x)) != tuple(a.shape) or np.dtype(x.dtype) != np.dtype(a.dtype):
             raise CheckpointError(f"a saved array is {np.dtype(x.dtype)}{list(np.shape(x))}, "
                                   f"the model expects {np.dtype(a.dtype)}{list(a.shape)}")
-        return jax.numpy.asarray(x) if isinstance(x, np.ndarray) else x
+        return jax.device_put(x) if isinstance(x, np.ndarray) else x
 
     return jax.tree.map(place, state, abstract)
 

@@ -39,7 +39,6 @@ def test_mass_rank_pointing_exact():
     chex.assert_trees_all_close(r["rank_empty"], jnp.zeros(2))
 
 
-
 @jax.jit
 def _complexity(uniform, one, two):
     return dict(gini=(F.gini(uniform), F.gini(one), F.gini(two)),
