@@ -84,8 +84,18 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
         np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
         p1, p2 = np.load(one_dir / "params.npz"), np.load(two_dir / "params.npz")
         assert p1.files == p2.files and len(p1.files) > 10
+        # Not equal to rounding: the step path moves k every step, and a pre-activation at
+        # the Top-k boundary can be picked in one run and not in the other once the two
+        # reduction orders have parted by a rounding error. Seen on an AVX-512 CPU: 0.08% of
+        # a layer's elements off by more than 1% of the 3 steps (up to 8e-5). A process that
+        # trained on the wrong shard or missed the all-reduce moves nearly all of them by
+        # about lr per step, so: 99% within 1% of lr x steps, all within 2 lr x steps.
+        lr, steps = 1e-4, 3  # the smoke preset's learning rate; the steps run above
         for k in p1.files:
-            np.testing.assert_allclose(p2[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=f"{api} {k}")
+            off = np.abs(p2[k] - p1[k]) > 1e-2 * lr * steps
+            assert off.mean() <= 0.01, f"{api} {k}: {np.sum(off)} of {off.size} differ"
+            np.testing.assert_allclose(p2[k], p1[k], rtol=0, atol=2 * lr * steps,
+                                       err_msg=f"{api} {k}")
         # and training did something: the parameters are not their initial values
         init = np.load(one_dir / "params0.npz")
         moved = sum(not np.allclose(init[k], p1[k]) for k in p1.files)
