@@ -14,6 +14,7 @@ from experiments.collapse_render import ci, fill, flags_text, load_template, md_
 from experiments.collapse_stats import first_cell, tau_keys, tau_label
 from experiments.remedies_analysis import CONSTANT_UNITS, MIG_TOL, RECON_TOL
 from sparsejax.atomic_io import write_atomic
+from sparsejax.sparsity.remedies import RemedyConfig
 
 LABEL = {**METHOD_LABEL, "topk": "Top-k (plain)", "l1": "L1 (plain)", "auxk": "AuxK",
          "resample": "resampling", "batchtopk": "BatchTopK", "jumprelu": "JumpReLU",
@@ -28,9 +29,12 @@ CHOICES = [
     "does; the initialisation remedies (tied, subspace) and the whitening are applied to "
     "the warmed-up sparse layer at the arm's first step (its optimiser moments reset).",
     "Whitening is PCA whitening of the sparse layer's input estimated once, at the arm's "
-    "start, on 1,024 images, and introduced as a reparameterisation: encoder and decoder "
-    "are re-expressed so the layer computes the same function; only the coordinates Adam "
-    "works in change. The estimate is not updated as the encoder moves.",
+    "start, on 1,024 images, to the input's mean variance rather than to 1 (whitened to 1, "
+    "Adam's steps on the encoder grew by 1 / std of the input, a few hundred times on this "
+    "layer, and every unit died in the first epoch); introduced as a reparameterisation: "
+    "encoder and decoder are re-expressed so the layer computes the same function; only "
+    "the coordinates Adam works in change. The estimate is not updated as the encoder "
+    "moves.",
     "Subspace init: encoder and decoder directions drawn isotropically in the span of the "
     "principal directions holding 99% of the input's variance, centred on its mean.",
     "AuxK: k_aux from the preset, a unit is dead after dead_after steps without firing on a "
@@ -42,9 +46,11 @@ CHOICES = [
     "BatchTopK: the threshold at evaluation is the moving average of "
     "the smallest activation each training batch kept (decay 0.9 per step).",
     "JumpReLU: the L0 penalty's coefficient is steered by the L1 arm's controller to the "
-    "same k schedule; rectangle-kernel pseudo-derivatives of bandwidth 1e-3 and threshold "
-    "1e-3 at the start (Rajamanoharan et al.'s values; the warmed-up layer's pre-activations "
-    "are of order 1e-2); the 2025 pre-activation loss acts on units dead for dead_after steps.",
+    "same k schedule; rectangle-kernel pseudo-derivatives of bandwidth {jump_bandwidth:g}, "
+    "threshold {jump_init:g} at the start, thresholds learning at {jump_lr_scale:g} x the "
+    "model's rate (Rajamanoharan et al. use 0.001 and 1 x over 10^5+ steps; in a few hundred "
+    "steps the thresholds then cannot follow k); the 2025 pre-activation loss (weight "
+    "{preact_coef:g}) acts on units dead for dead_after steps.",
     "Schedule x2 long: the schedule takes twice the epochs and the run is longer by as "
     "many, so the held part at the final k is as long as plain Top-k's.",
     "Post-hoc SAE: a Top-k SAE (the standalone SAE of sparsejax.train.sae, tied init, unit "
@@ -236,9 +242,16 @@ def report_markdown(results: dict, figs: list[tuple[str, str]]) -> str:
         "mig_tol": MIG_TOL, "dataset_tables": _tables(results),
         "controls_table": _controls(results), "blind_tables": _blind(results),
         "constant_units": CONSTANT_UNITS,
-        "choices": "\n".join(f"- {c}" for c in CHOICES),
+        "choices": "\n".join(f"- {c}".format(**_jump_settings(cfg["remedy"])) for c in CHOICES),
         "limits": "\n".join(f"- {c}" for c in LIMITS),
         "figures": "\n\n".join(f"![{cap}]({f})  \n{cap}" for f, cap in figs)})
+
+
+def _jump_settings(remedy: dict) -> dict:
+    """The JumpReLU arm's settings: the study's remedy settings over RemedyConfig's
+    defaults (for the choices)."""
+    names = ("jump_bandwidth", "jump_init", "jump_lr_scale", "preact_coef")
+    return {n: remedy.get(n, getattr(RemedyConfig(), n)) for n in names}
 
 
 def write_all(results: dict, out: Path) -> None:

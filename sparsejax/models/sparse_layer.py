@@ -152,21 +152,29 @@ class JumpReLU(nnx.Module):
     penalty :meth:`penalty`; the loss weights that penalty by the controller's
     coefficient, steered so that mean L0 tracks the k schedule. Ignores k otherwise.
 
+    The parameter is ``u = log(theta) / lr_scale``. Adam moves a parameter by about its
+    learning rate per step whatever the gradient's size, so log theta moves by about
+    ``lr_scale x lr`` per step: with ``lr_scale = 1`` (the paper's ``log theta``, trained
+    over 10^5 steps and more) a threshold crosses less than one nat in the few hundred
+    steps of a CPU-sized schedule, and L0 cannot follow k at any coefficient.
+
     Args:
       num_units: N.
       init_threshold: theta at step 0 (> 0), the same for every unit.
       bandwidth: the pseudo-derivative's kernel width, in pre-activation units.
+      lr_scale: the thresholds' learning rate, in multiples of the model's (> 0).
     """
 
     def __init__(self, num_units: int, *, init_threshold: float = 1e-3,
-                 bandwidth: float = 1e-3):
+                 bandwidth: float = 1e-3, lr_scale: float = 1.0):
         self.bandwidth = bandwidth
-        self.log_threshold = nnx.Param(jnp.full((num_units,), jnp.log(init_threshold),
-                                                jnp.float32))
+        self.lr_scale = lr_scale
+        self.log_threshold_u = nnx.Param(jnp.full(
+            (num_units,), jnp.log(init_threshold) / lr_scale, jnp.float32))
 
     def threshold(self) -> jax.Array:
-        """``[N]`` thresholds, ``exp(log_threshold)`` (positive)."""
-        return jnp.exp(self.log_threshold[...])
+        """``[N]`` thresholds, ``exp(lr_scale u)`` (positive)."""
+        return jnp.exp(self.lr_scale * self.log_threshold_u[...])
 
     def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
         del k
@@ -230,7 +238,8 @@ SPARSIFIERS = {"topk": TopK, "l1": ReLU, "batchtopk": BatchTopK, "jumprelu": Jum
 
 def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto",
                     topk_relu: bool = True, batchtopk_decay: float = 0.9,
-                    jump_init: float = 1e-3, jump_bandwidth: float = 1e-3) -> nnx.Module:
+                    jump_init: float = 1e-3, jump_bandwidth: float = 1e-3,
+                    jump_lr_scale: float = 1.0) -> nnx.Module:
     """The sparsifier of a training method: ``topk`` -> :class:`TopK`, ``l1`` ->
     :class:`ReLU`, ``batchtopk`` -> :class:`BatchTopK`, ``jumprelu`` -> :class:`JumpReLU`."""
     if method == "topk":
@@ -240,5 +249,6 @@ def make_sparsifier(method: str, num_units: int, *, topk_impl: str = "auto",
     if method == "batchtopk":
         return BatchTopK(num_units, decay=batchtopk_decay)
     if method == "jumprelu":
-        return JumpReLU(num_units, init_threshold=jump_init, bandwidth=jump_bandwidth)
+        return JumpReLU(num_units, init_threshold=jump_init, bandwidth=jump_bandwidth,
+                        lr_scale=jump_lr_scale)
     raise ValueError(f"no sparsifier for method {method!r}: expected one of {sorted(SPARSIFIERS)}")

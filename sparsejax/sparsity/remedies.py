@@ -21,7 +21,8 @@ so both models call the same code:
   inside the subspace the inputs actually occupy (their top principal components), not
   in the whole space, where most random directions see nothing and die.
 * Whitening of the SAE's input (PCA whitening, arXiv 2511.13981; centring,
-  arXiv 2605.31518): the input's mean and covariance, estimated from data.
+  arXiv 2605.31518): the input's mean and covariance, estimated from data; whitened to
+  the input's mean variance, not to 1, so that the optimiser's steps keep their size.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class RemedyConfig:
       batchtopk_decay: BatchTopK's threshold moving average, per step.
       jump_init: JumpReLU's threshold at step 0.
       jump_bandwidth: JumpReLU's pseudo-derivative kernel width.
+      jump_lr_scale: JumpReLU's threshold learning rate, in multiples of the model's
+        (:class:`sparsejax.models.sparse_layer.JumpReLU`; 1: the paper's).
     """
 
     k_aux: int = 0
@@ -66,6 +69,7 @@ class RemedyConfig:
     batchtopk_decay: float = 0.9
     jump_init: float = 1e-3
     jump_bandwidth: float = 1e-3
+    jump_lr_scale: float = 1.0
 
     def __post_init__(self):
         for name in ("k_aux", "resample_every"):
@@ -83,7 +87,7 @@ class RemedyConfig:
         if not 0 <= self.batchtopk_decay < 1:
             raise ValueError(f"remedy batchtopk_decay must be in [0, 1), got "
                              f"{self.batchtopk_decay!r}")
-        for name in ("jump_init", "jump_bandwidth"):
+        for name in ("jump_init", "jump_bandwidth", "jump_lr_scale"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"remedy {name} must be a finite number > 0, got {v!r}")
@@ -243,9 +247,14 @@ def subspace_directions(key: jax.Array, m: Moments, num_units: int, kept: float 
 
 
 def whitening(m: Moments, rel_eps: float = 1e-3) -> tuple[jax.Array, jax.Array]:
-    """PCA whitening ``(P [D, D], P_inv [D, D])``: ``(x - mean) P`` has (about) identity
-    covariance; directions with variance below ``rel_eps`` x the mean variance are
-    regularised to that level rather than blown up (a ReLU layer has constant units)."""
-    eps = rel_eps * jnp.maximum(jnp.mean(m.eigvals), 1e-30)
-    s_D = jnp.sqrt(m.eigvals + eps)
+    """PCA whitening at the inputs' own scale, ``(P [D, D], P_inv [D, D])``: ``(x - mean) P``
+    has variance (about) ``v`` in every direction that carries variance, ``v`` the inputs'
+    mean variance. Unit variance instead would multiply every step Adam takes on the encoder by
+    ``1 / sqrt(v)`` (Adam's step is about lr per weight whatever the input's scale): on the
+    hybrid's hidden layer, whose values are about 1e-3, that is a step a few hundred times
+    larger, and its units all died within one epoch. Directions with variance below
+    ``rel_eps v`` are regularised to that level rather than blown up (a ReLU layer has
+    constant units)."""
+    v = jnp.maximum(jnp.mean(m.eigvals), 1e-30)
+    s_D = jnp.sqrt((m.eigvals + rel_eps * v) / v)
     return m.eigvecs / s_D, (m.eigvecs * s_D).T

@@ -22,7 +22,8 @@ from sparsejax.train.config import TrainConfig
 def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
     r = cfg.remedy
     options = {"batchtopk": {"batchtopk_decay": r.batchtopk_decay},
-               "jumprelu": {"jump_init": r.jump_init, "jump_bandwidth": r.jump_bandwidth}}
+               "jumprelu": {"jump_init": r.jump_init, "jump_bandwidth": r.jump_bandwidth,
+                            "jump_lr_scale": r.jump_lr_scale}}
     return VAE(channels, method=cfg.method, num_units=cfg.num_units,
                num_latents=cfg.num_latents, placement=cfg.placement,
                topk_impl=cfg.topk_impl, topk_relu=cfg.topk_relu,

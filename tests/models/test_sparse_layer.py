@@ -53,9 +53,11 @@ def test_batchtopk_threshold_estimate_and_evaluation(rng):
 
 
 def test_jumprelu_thresholds_get_the_pseudo_derivative(rng):
-    n, b, eps = 10, 64, 0.2
-    sp = JumpReLU(n, init_threshold=0.3, bandwidth=eps)
-    sp.log_threshold[...] = jnp.asarray(np.log(rng.uniform(0.2, 0.6, n)), jnp.float32)
+    n, b, eps, scale = 10, 64, 0.2, 3.0
+    sp = JumpReLU(n, init_threshold=0.3, bandwidth=eps, lr_scale=scale)
+    np.testing.assert_allclose(sp.threshold(), 0.3, rtol=1e-6)
+    sp.log_threshold_u[...] = jnp.asarray(np.log(rng.uniform(0.2, 0.6, n)) / scale,
+                                          jnp.float32)
     pre = jnp.asarray(rng.uniform(-0.2, 1.0, (b, n)), jnp.float32)
     graphdef, params = nnx.split(sp, nnx.Param)
 
@@ -67,15 +69,16 @@ def test_jumprelu_thresholds_get_the_pseudo_derivative(rng):
 
     # both gradients, the forward and the penalty in one program (eager: one per op)
     g_l0, g_out, h, penalty = jax.jit(lambda p: (
-        jax.grad(l0)(p)["log_threshold"][...], jax.grad(out_sum)(p)["log_threshold"][...],
+        jax.grad(l0)(p)["log_threshold_u"][...], jax.grad(out_sum)(p)["log_threshold_u"][...],
         nnx.merge(graphdef, p)(pre, jnp.int32(0)), nnx.merge(graphdef, p).penalty(pre)))(params)
     g_l0, g_out = np.asarray(g_l0), np.asarray(g_out)
     # numpy reference (Rajamanoharan et al. 2024, eqs. 11-12, rectangle kernel), chained
-    # through theta = exp(log_theta)
-    theta = np.exp(np.asarray(params["log_threshold"][...]))
+    # through theta = exp(scale u): d theta / d u = scale theta
+    theta = np.exp(scale * np.asarray(params["log_threshold_u"][...]))
     window = (np.abs(np.asarray(pre) - theta) < eps / 2).sum(0)
-    np.testing.assert_allclose(g_l0, -window / eps * theta, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(g_out, -(theta / eps) * window * theta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_l0, -window / eps * scale * theta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_out, -(theta / eps) * window * scale * theta, rtol=1e-5,
+                               atol=1e-6)
     assert np.all(window > 0) and np.all(g_l0 < 0)  # the L0 penalty pushes every theta up
     # forward: pre where above theta; the penalty counts them
     np.testing.assert_array_equal(np.asarray(h), np.where(np.asarray(pre) > theta, pre, 0))
