@@ -11,7 +11,10 @@ Sparsifiers: :class:`TopK` (Gao et al. 2024), :class:`ReLU` (+ L1 in the loss),
 :class:`JumpReLU` (Rajamanoharan et al. 2024, "Jumping Ahead"). A sparsifier may also
 define ``penalty(pre_BxN) -> [B]``, its own sparsity penalty (JumpReLU's L0), which the
 loss weights by the controller's coefficient; and ``deterministic`` (set by
-``model.eval()``), which switches BatchTopK to its estimated threshold.
+``model.eval()``), which switches BatchTopK to its estimated threshold. The arithmetic of
+BatchTopK and JumpReLU lives in pure functions here (:func:`batch_topk_train`,
+:func:`batch_topk_eval`, :func:`ema_threshold`, :func:`jump_relu`, :func:`jump_step`,
+:func:`jump_threshold`), which the standalone SAE (:mod:`sparsejax.models.sae`) calls too.
 
 With ``whiten=True`` the layer reads a whitened input (arXiv 2511.13981; centring alone is
 arXiv 2605.31518's remedy): ``pre = W ((f - m) P) + b`` and ``f_hat = (W_dec h + b_dec)
@@ -87,30 +90,52 @@ class BatchTopK(nnx.Module):
 
     def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
         if self.deterministic:
-            theta = jax.lax.stop_gradient(self.threshold[...])
-            return jnp.where(pre_BxN > theta, jax.nn.relu(pre_BxN), 0.0)
-        b, n = pre_BxN.shape
-        # the (k B)-th largest of the batch's B N pre-activations, through the exact op
-        h_1xM = ops.topk(pre_BxN.reshape(1, b * n), jnp.asarray(k, jnp.int32) * b,
-                         "lax", k_max=b * n)
-        return jax.nn.relu(h_1xM.reshape(b, n))
+            return batch_topk_eval(pre_BxN, self.threshold[...])
+        return batch_topk_train(pre_BxN, k)
 
     def estimate(self, theta: jax.Array, h_BxN: jax.Array) -> jax.Array:
-        """The threshold after one training batch whose code is ``h``: the EMA of its
-        smallest positive value (unchanged if nothing fired; the first batch sets it)."""
-        least = jnp.min(jnp.where(h_BxN > 0, h_BxN, jnp.inf))
-        fired = jnp.isfinite(least)
-        new = jnp.where(theta > 0, self.decay * theta + (1 - self.decay) * least, least)
-        return jnp.where(fired, new, theta).astype(theta.dtype)
+        """The threshold after one training batch whose code is ``h``
+        (:func:`ema_threshold`)."""
+        return ema_threshold(theta, h_BxN, self.decay)
+
+
+def batch_topk_train(pre_BxN: jax.Array, k, *, axis_name: str | None = None) -> jax.Array:
+    """BatchTopK in training: ``ReLU(pre)`` at the ``k B`` largest pre-activations of the
+    batch (of all its shards over ``axis_name``, inside ``shard_map``), 0 elsewhere."""
+    count = jnp.asarray(k, jnp.int32) * pre_BxN.shape[0]  # k times this device's rows
+    if axis_name is not None:
+        count = count * jax.lax.psum(1, axis_name)
+    return jax.nn.relu(ops.batch_topk(pre_BxN, count, axis_name=axis_name))
+
+
+def batch_topk_eval(pre_BxN: jax.Array, theta: jax.Array) -> jax.Array:
+    """BatchTopK at evaluation: each example alone, ``ReLU(pre) [pre > theta]``."""
+    theta = jax.lax.stop_gradient(theta)
+    return jnp.where(pre_BxN > theta, jax.nn.relu(pre_BxN), 0.0)
+
+
+def ema_threshold(theta: jax.Array, h_BxN: jax.Array, decay: float, *,
+                  axis_name: str | None = None) -> jax.Array:
+    """BatchTopK's evaluation threshold after a training batch whose code is ``h``: the
+    moving average of the batch's smallest kept (positive) value, over every shard of
+    ``axis_name``; unchanged if nothing fired; the first batch (``theta == 0``) sets it."""
+    least = jnp.min(jnp.where(h_BxN > 0, h_BxN, jnp.inf))
+    if axis_name is not None:
+        least = jax.lax.pmin(least, axis_name)
+    fired = jnp.isfinite(least)
+    new = jnp.where(theta > 0, decay * theta + (1 - decay) * least, least)
+    return jax.lax.stop_gradient(jnp.where(fired, new, theta).astype(theta.dtype))
 
 
 @jax.custom_vjp
-def _jump(pre_BxN, theta_N, bandwidth):
+def jump_relu(pre_BxN, theta_N, bandwidth):
+    """``pre H(pre - theta)`` ``[B, N]``, with the straight-through gradient to theta
+    ``[N]`` (a rectangle kernel of width ``bandwidth``)."""
     return pre_BxN * (pre_BxN > theta_N)
 
 
 def _jump_fwd(pre_BxN, theta_N, bandwidth):
-    return _jump(pre_BxN, theta_N, bandwidth), (pre_BxN, theta_N, bandwidth)
+    return jump_relu(pre_BxN, theta_N, bandwidth), (pre_BxN, theta_N, bandwidth)
 
 
 def _jump_bwd(res, g_BxN):
@@ -123,16 +148,18 @@ def _jump_bwd(res, g_BxN):
     return jnp.where(on, g_BxN, 0.0), g_theta_N, None
 
 
-_jump.defvjp(_jump_fwd, _jump_bwd)
+jump_relu.defvjp(_jump_fwd, _jump_bwd)
 
 
 @jax.custom_vjp
-def _step(pre_BxN, theta_N, bandwidth):
+def jump_step(pre_BxN, theta_N, bandwidth):
+    """``H(pre - theta)`` ``[B, N]`` (the L0 summand), with the straight-through gradient to
+    theta ``[N]`` only."""
     return (pre_BxN > theta_N).astype(pre_BxN.dtype)
 
 
 def _step_fwd(pre_BxN, theta_N, bandwidth):
-    return _step(pre_BxN, theta_N, bandwidth), (pre_BxN, theta_N, bandwidth)
+    return jump_step(pre_BxN, theta_N, bandwidth), (pre_BxN, theta_N, bandwidth)
 
 
 def _step_bwd(res, g_BxN):
@@ -142,7 +169,17 @@ def _step_bwd(res, g_BxN):
     return jnp.zeros_like(pre_BxN), jnp.sum(-window * g_BxN, axis=0) / eps, None
 
 
-_step.defvjp(_step_fwd, _step_bwd)
+jump_step.defvjp(_step_fwd, _step_bwd)
+
+
+def jump_log_threshold(num_units: int, init_threshold: float, lr_scale: float) -> jax.Array:
+    """``[N]`` float32: the JumpReLU parameter ``u = log(theta) / lr_scale`` at step 0."""
+    return jnp.full((num_units,), jnp.log(init_threshold) / lr_scale, jnp.float32)
+
+
+def jump_threshold(u_N: jax.Array, lr_scale: float) -> jax.Array:
+    """``[N]`` thresholds ``exp(lr_scale u)`` (positive) of the parameter ``u``."""
+    return jnp.exp(lr_scale * u_N)
 
 
 class JumpReLU(nnx.Module):
@@ -169,20 +206,20 @@ class JumpReLU(nnx.Module):
                  bandwidth: float = 1e-3, lr_scale: float = 1.0):
         self.bandwidth = bandwidth
         self.lr_scale = lr_scale
-        self.log_threshold_u = nnx.Param(jnp.full(
-            (num_units,), jnp.log(init_threshold) / lr_scale, jnp.float32))
+        self.log_threshold_u = nnx.Param(jump_log_threshold(num_units, init_threshold,
+                                                            lr_scale))
 
     def threshold(self) -> jax.Array:
         """``[N]`` thresholds, ``exp(lr_scale u)`` (positive)."""
-        return jnp.exp(self.lr_scale * self.log_threshold_u[...])
+        return jump_threshold(self.log_threshold_u[...], self.lr_scale)
 
     def __call__(self, pre_BxN: jax.Array, k: jax.Array) -> jax.Array:
         del k
-        return _jump(pre_BxN, self.threshold(), self.bandwidth)
+        return jump_relu(pre_BxN, self.threshold(), self.bandwidth)
 
     def penalty(self, pre_BxN: jax.Array) -> jax.Array:
         """``[B]`` L0 of each example, with the straight-through gradient to theta."""
-        return jnp.sum(_step(pre_BxN, self.threshold(), self.bandwidth), axis=-1)
+        return jnp.sum(jump_step(pre_BxN, self.threshold(), self.bandwidth), axis=-1)
 
 
 class SparseOut(NamedTuple):

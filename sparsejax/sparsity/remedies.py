@@ -195,13 +195,14 @@ def reset_moments(optimizer: optax.GradientTransformation, opt_state, mask_tree)
 def resample_dead(key: jax.Array, params, opt_state, optimizer, dead_N: jax.Array,
                   x_BxD: jax.Array, recon_BxD: jax.Array, enc_scale: float = 0.2):
     """:func:`resample_rows` on a standalone SAE's parameters (fields ``W_enc``, ``b_enc``,
-    ``W_dec``, ``b_dec``; unit-norm decoder rows), with their optimiser rows reset.
+    ``W_dec``, ``b_dec``; unit-norm decoder rows), with their optimiser rows reset; any
+    other field (a JumpReLU threshold) and its optimiser state are left as they are.
     Returns ``(params, opt_state)``."""
     new = resample_rows(key, Rows(params.W_enc, params.b_enc, params.W_dec), params.b_dec,
                         dead_N, x_BxD, recon_BxD, enc_scale=enc_scale)
     d_N1 = dead_N[:, None]
-    rows = params._replace(W_enc=dead_N[None, :], b_enc=dead_N, W_dec=d_N1,
-                           b_dec=jnp.zeros_like(params.b_dec, bool))
+    untouched = jax.tree.map(lambda v: jnp.zeros(jnp.shape(v), bool), params)
+    rows = untouched._replace(W_enc=dead_N[None, :], b_enc=dead_N, W_dec=d_N1)
     return (params._replace(W_enc=new.W_enc, b_enc=new.b_enc, W_dec=new.W_dec),
             reset_moments(optimizer, opt_state, rows))
 

@@ -13,7 +13,11 @@ replicated parameters, so this psum is the only one: no pmean double counting.)
 
 Loss (all ratios of sums over the global batch; the denominators depend on data only):
 ``FVU = sum ||x - x_hat||^2 / sum ||x - mean x||^2``, plus ``aux_coef`` x AuxK's normalised
-error for TopK, or ``l1_coef x sum_b sum_n z_bn / sum_b ||x_b - mean x||`` for ReLU.
+error for TopK, ``l1_coef x sum_b sum_n z_bn / sum_b ||x_b - mean x||`` for ReLU, or
+``l0_coef x`` the mean L0 (and ``preact_coef x`` the dead latents' gap to their thresholds)
+for JumpReLU. BatchTopK's cut is the batch's, across devices (:func:`sparsejax.ops.batch_topk`:
+a radix select with one scalar ``psum`` per bit), and its evaluation threshold is updated
+after each step from the step's code, over every device.
 After each Adam step the decoder rows are renormalised, and the gradient component along
 each row is removed before the step (Gao et al.), so the norm constraint and Adam agree.
 """
@@ -35,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sparsejax.dir_lock import DirLock, output_path
-from sparsejax.models import sae
+from sparsejax.models import sae, sparse_layer
 from sparsejax.sparsity import remedies
 from sparsejax.train.checkpoint import Checkpointer
 from sparsejax.train.config import option, resumable_fields
@@ -132,7 +136,9 @@ class SAEModel:
     def loss(self, params: sae.SAEParams, batch, k):
         x_bxD, dead_N, stats = batch
         cfg = self.cfg
-        out = sae.forward(params, x_bxD, k, cfg, dead_N)
+        if cfg.activation == "jumprelu":
+            return self._jump_loss(params, x_bxD, dead_N, stats)
+        out = sae.forward(params, x_bxD, k, cfg, dead_N, train=True, axis_name=DATA_AXIS)
         fvu = jnp.sum((x_bxD - out.recon) ** 2) / stats.var
         loss, aux = fvu, jnp.zeros(())
         if cfg.activation == "relu":
@@ -148,6 +154,34 @@ class SAEModel:
             aux = jnp.where(jnp.any(dead_N), aux, 0.0)  # no dead latents: no AuxK term
             loss = loss + cfg.aux_coef * aux
         return loss, (fvu, aux, out)
+
+    def _jump_loss(self, params: sae.SAEParams, x_bxD, dead_N, stats):
+        """FVU + ``l0_coef`` x mean L0 (straight-through to theta, Rajamanoharan et al.
+        2024) + ``preact_coef`` x the dead latents' gap to their thresholds; ``aux`` reports
+        the pre-activation term."""
+        cfg = self.cfg
+        pre_bxN = sae.preactivations(params, x_bxD)
+        code = sae.activate(params, pre_bxN, None, cfg)
+        out = sae.SAEOut(code, sae.decode(params, code))
+        theta_N = sae.jump_threshold(params, cfg)
+        n_vectors = lax.psum(x_bxD.shape[0], DATA_AXIS)
+        fvu = jnp.sum((x_bxD - out.recon) ** 2) / stats.var
+        l0 = jnp.sum(sparse_layer.jump_step(pre_bxN, theta_N, cfg.jump_bandwidth)) / n_vectors
+        # Anthropic (2025): a dead latent's pre-activation is pulled up to its threshold
+        # (the decoder rows have unit norm here, so the norm factor is 1), per vector, in
+        # units of the data's mean deviation norm like the L1 term
+        gap = jnp.sum(jax.nn.relu(theta_N - pre_bxN) * dead_N) / stats.absdev
+        loss = fvu + cfg.l0_coef * l0 + cfg.preact_coef * gap
+        return loss, (fvu, gap, out)
+
+    def after_update(self, params: sae.SAEParams, code) -> sae.SAEParams:
+        """BatchTopK: the evaluation threshold's moving average after this step's code
+        (over every shard); the other activations' parameters come back unchanged."""
+        if self.cfg.activation != "batchtopk":
+            return params
+        return params._replace(threshold=sparse_layer.ema_threshold(
+            params.threshold, lax.stop_gradient(code), self.cfg.batchtopk_decay,
+            axis_name=DATA_AXIS))
 
     def constrain_grads(self, grads: sae.SAEParams, params: sae.SAEParams) -> sae.SAEParams:
         g_NxD, W_NxD = grads.W_dec, params.W_dec
@@ -180,6 +214,7 @@ def make_train_step(cfg: sae.SAEConfig, tcfg: SAETrainConfig, mesh: Mesh):
         batch = (x_bxD, dead_N, _batch_stats(x_bxD))
         params, opt_state, loss, (fvu, aux, out) = gradient_step(
             model, tx, state.params, state.opt_state, batch, k, axis_name=DATA_AXIS)
+        params = model.after_update(params, out.code)
         fvu, aux = lax.psum((fvu, aux), DATA_AXIS)
         fired_N = lax.pmax(sae.fired(out.code, n), DATA_AXIS)
         step = state.step + 1

@@ -1,5 +1,6 @@
 """The standalone SAE model: init, forward against a dense numpy reference, gradients."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,8 +71,41 @@ def test_forward_and_grads_match_dense_reference(activation, rng):
     np.testing.assert_allclose(out.recon, recon_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(l0, (z_ref > 0).sum(1))
     np.testing.assert_array_equal(fired, (z_ref > 0).any(0))
-    for a, b in zip(g, g_ref):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_batchtopk_and_jumprelu_codes_match_numpy(rng):
+    """BatchTopK keeps the k B largest pre-activations of the batch in training and cuts
+    at its threshold at evaluation; JumpReLU cuts each latent at exp(lr_scale u)."""
+    d, n, k, b = 10, 30, 4, 8
+    x = rng.standard_normal((b, d)).astype(np.float32)
+    for activation in ("batchtopk", "jumprelu"):
+        cfg = sae.SAEConfig(d_in=d, n_latents=n, k=k, activation=activation, jump_lr_scale=3.0)
+        p = sae.init_params(jax.random.key(2), cfg, b_dec=jnp.asarray(rng.standard_normal(d)))
+        chex.assert_shape(p.threshold, () if activation == "batchtopk" else (n,))
+        theta = (0.3 if activation == "batchtopk"
+                 else rng.uniform(0.05, 1.0, n).astype(np.float32))
+        u = theta if activation == "batchtopk" else np.log(theta) / 3.0
+        p = p._replace(b_enc=jnp.asarray(rng.standard_normal(n) * 0.1, jnp.float32),
+                       threshold=jnp.asarray(u, jnp.float32))
+        q = jax.tree.map(np.asarray, p)
+        pre = (x - q.b_dec) @ q.W_enc + q.b_enc
+        run = jax.jit(lambda p, x, train: sae.forward(p, x, k, cfg, train=train),
+                      static_argnums=2)
+        evaluated = run(p, x, False)
+        np.testing.assert_allclose(evaluated.code, np.where(pre > theta, np.maximum(pre, 0), 0),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(evaluated.recon, evaluated.code @ q.W_dec + q.b_dec,
+                                   rtol=1e-5, atol=1e-5)
+        if activation == "batchtopk":
+            trained = np.asarray(run(p, x, True).code)
+            cut = np.sort(pre.reshape(-1))[::-1][k * b - 1]
+            np.testing.assert_allclose(trained, np.where(pre >= cut, np.maximum(pre, 0), 0),
+                                       rtol=1e-5, atol=1e-6)
+            assert np.count_nonzero(trained) == min(k * b, np.count_nonzero(pre > 0))
+            np.testing.assert_array_equal(sae.l0(trained), (trained > 0).sum(1))
+        else:  # JumpReLU's code does not depend on train
+            np.testing.assert_array_equal(run(p, x, True).code, evaluated.code)
 
 
 def test_config_errors():
@@ -81,5 +115,9 @@ def test_config_errors():
         sae.SAEConfig(d_in=4, n_latents=8, activation="gelu")
     with pytest.raises(ValueError, match="AuxK needs activation='topk'"):
         sae.SAEConfig(d_in=4, n_latents=8, k=2, activation="relu", k_aux=2)
+    with pytest.raises(ValueError, match="pre-activation loss needs activation='jumprelu'"):
+        sae.SAEConfig(d_in=4, n_latents=8, k=2, preact_coef=1.0)
+    with pytest.raises(ValueError, match="SAEConfig: remedy jump_lr_scale must be a finite"):
+        sae.SAEConfig(d_in=4, n_latents=8, k=2, activation="jumprelu", jump_lr_scale=0)
     with pytest.raises(ValueError, match="b_dec must have shape"):
         sae.init_params(jax.random.key(0), sae.SAEConfig(d_in=4, n_latents=8, k=2), jnp.ones(5))

@@ -25,9 +25,23 @@ def reference_topk(x, k):
     return out.reshape(x.shape)
 
 
+def reference_batch_topk(x, count):
+    """Numpy reference of BatchTopK's selection: the ``count`` largest entries of the whole
+    array by IEEE total order, 0 elsewhere."""
+    flat = np.asarray(x, np.float32).reshape(-1)
+    keep = np.zeros(flat.shape, bool)
+    keep[np.argsort(-np_order_key(flat).astype(np.int64), kind="stable")[:count]] = True
+    return np.where(keep.reshape(np.shape(x)), x, 0).astype(np.float32)
+
+
 @pytest.fixture
 def np_topk():
     return reference_topk
+
+
+@pytest.fixture
+def np_batch_topk():
+    return reference_batch_topk
 
 
 @pytest.fixture(autouse=True)

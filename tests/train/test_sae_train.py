@@ -13,15 +13,23 @@ from sparsejax.train import ConfigError, RunExistsError, TrainingDiverged, make_
 from sparsejax.train import sae as sae_train
 
 
-def _cfgs(k_aux=0):
-    cfg = sae.SAEConfig(d_in=8, n_latents=32, k=4, k_aux=k_aux, impl="lax")
+def _cfgs(k_aux=0, **sae_fields):
+    cfg = sae.SAEConfig(d_in=8, n_latents=32, k=4, k_aux=k_aux, impl="lax", **sae_fields)
     return cfg, sae_train.SAETrainConfig(batch_size=16, lr=1e-2, dead_after=1, log_every=2)
 
 
-@pytest.mark.parametrize("k_aux", [0, 6])
-def test_four_devices_equal_one(k_aux, rng):
-    """Data parallel over 4 devices = one device: no double-counted gradient (pmean pitfall)."""
-    cfg, tcfg = _cfgs(k_aux)
+# JumpReLU with a kernel wide enough that a batch of 16 reaches its thresholds' gradients
+JUMP = {"activation": "jumprelu", "jump_bandwidth": 0.5, "jump_init": 0.2, "l0_coef": 0.05,
+        "preact_coef": 0.1}
+
+
+@pytest.mark.parametrize("k_aux,fields", [(0, {}), (6, {}), (0, {"activation": "batchtopk"}),
+                                          (0, JUMP)], ids=["topk", "auxk", "batchtopk",
+                                                           "jumprelu"])
+def test_four_devices_equal_one(k_aux, fields, rng):
+    """Data parallel over 4 devices = one device: no double-counted gradient (pmean pitfall);
+    BatchTopK's cut and threshold are the global batch's."""
+    cfg, tcfg = _cfgs(k_aux, **fields)
     x = jnp.asarray(rng.standard_normal((16, 8)), jnp.float32)
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:4]):
@@ -42,6 +50,45 @@ def test_four_devices_equal_one(k_aux, rng):
         np.testing.assert_allclose(m1[name], m4[name], rtol=1e-4, atol=1e-7)
     if k_aux:
         assert float(m1["aux_loss"]) > 0
+    if fields.get("activation") == "batchtopk":
+        assert float(m4["l0"]) == 4.0  # k B of the batch's B N (about half are positive)
+        assert float(s4.params.threshold) > 0
+
+
+def test_batchtopk_threshold_is_the_moving_average_of_the_least_kept(rng):
+    cfg, tcfg = _cfgs(activation="batchtopk", batchtopk_decay=0.5)
+    mesh = make_mesh(jax.devices()[:4])
+    rep, rows = jax.NamedSharding(mesh, jax.P()), jax.NamedSharding(mesh, jax.P("data"))
+    state = jax.device_put(sae_train.init_state(jax.random.key(0), cfg, tcfg), rep)
+    step = sae_train.make_train_step(cfg, tcfg, mesh)
+    theta = 0.0
+    for _ in range(3):
+        x = rng.standard_normal((16, 8)).astype(np.float32)
+        p = jax.tree.map(np.asarray, state.params)
+        pre = (x - p.b_dec) @ p.W_enc + p.b_enc
+        least = np.sort(pre.reshape(-1))[::-1][4 * 16 - 1]  # the (k B)-th largest, > 0
+        theta = least if theta == 0 else 0.5 * theta + 0.5 * least
+        state, _ = step(state, jax.device_put(x, rows), jnp.int32(4))
+        np.testing.assert_allclose(state.params.threshold, theta, rtol=1e-5)
+
+
+def test_jumprelu_thresholds_receive_the_l0_gradient(rng):
+    """The L0 penalty's straight-through gradient reaches the thresholds: Adam's first step
+    with it raises every threshold it touches at least as far as the same step without it
+    (by 2 lr where the penalty outweighs the reconstruction's pull)."""
+    x = jnp.asarray(rng.standard_normal((16, 8)), jnp.float32)
+    mesh = make_mesh(jax.devices()[:1])
+    rep = jax.NamedSharding(mesh, jax.P())
+    u = {}
+    for coef in (0.0, 1.0):
+        cfg, tcfg = _cfgs(**{**JUMP, "l0_coef": coef, "preact_coef": 0.0})
+        state = jax.device_put(sae_train.init_state(jax.random.key(0), cfg, tcfg), rep)
+        state, _ = sae_train.make_train_step(cfg, tcfg, mesh)(state, x, jnp.int32(4))
+        u[coef] = np.asarray(state.params.threshold)
+    u0 = np.asarray(sae.init_params(jax.random.key(0), cfg).threshold)
+    moved = u[1.0] - u[0.0]
+    assert np.all(moved >= -1e-7) and np.count_nonzero(moved > 1e-4) >= 16
+    assert np.any(u[1.0] != u0)
 
 
 def test_step_keeps_decoder_unit_norm_and_k_is_traced(rng):

@@ -1,0 +1,65 @@
+"""BatchTopK's selection: the ``count`` largest entries of a whole batch, possibly sharded.
+
+BatchTopK (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders") keeps the ``k B``
+largest pre-activations of a batch of B rows, not k per row. Under data parallelism the
+batch is split over devices, and one device's part may hold more than ``k b`` of the
+batch's winners, so a per-device Top-k is not the batch's. Here the cut is found by a
+radix select on the order keys (:func:`sparsejax.ops.order.order_key`), bit by bit from
+the most significant: 32 passes, each a compare-and-count over the local entries and one
+``psum`` of a scalar over ``axis_name``. Every device ends with the same exact threshold
+key, at O(1) communication per pass, without gathering or sorting the batch.
+"""
+
+# Shape letters: B rows (this device's, inside shard_map), N units.
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from sparsejax.ops.order import order_key
+
+_SIGN = jnp.uint32(1 << 31)  # xor with it maps the signed key order to the unsigned order
+
+
+def _unsigned_keys(x: jax.Array) -> jax.Array:
+    """uint32 keys whose unsigned order is the IEEE total order of ``x``."""
+    return lax.bitcast_convert_type(order_key(x), jnp.uint32) ^ _SIGN
+
+
+def batch_kth_key(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.Array:
+    """uint32 scalar: the unsigned order key of the ``count``-th largest entry of ``x``
+    over all of its rows (and over every device of ``axis_name``, inside ``shard_map``).
+
+    The largest key t with ``#{key >= t} >= count``, found one bit at a time. ``count``
+    may be traced; it must be in ``[1, total entries]``.
+    """
+    key_BxN = _unsigned_keys(lax.stop_gradient(x_BxN))
+    count = jnp.asarray(count, jnp.int32)
+
+    def settle_bit(i, t):
+        cand = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+        n = jnp.sum(key_BxN >= cand, dtype=jnp.int32)
+        if axis_name is not None:
+            n = lax.psum(n, axis_name)
+        return jnp.where(n >= count, cand, t)
+
+    return lax.fori_loop(0, 32, settle_bit, jnp.uint32(0))
+
+
+def batch_topk(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.Array:
+    """``x`` at its batch's ``count`` largest entries, 0 elsewhere (same shape).
+
+    Exactly ``count`` entries are kept when the batch's values are distinct; ties at the
+    cut are all kept. ``count`` may be traced (a schedule that moves k does not
+    recompile); ``count <= 0`` keeps nothing. The gradient is the cotangent at the kept
+    entries (the selection itself is piecewise constant).
+    """
+    if x_BxN.ndim != 2:
+        raise ValueError(f"batch_topk expects x of shape [B, N], got {x_BxN.shape}")
+    count = jnp.asarray(count, jnp.int32)
+    total = x_BxN.size if axis_name is None else x_BxN.size * lax.psum(1, axis_name)
+    t = batch_kth_key(x_BxN, jnp.clip(count, 1, total), axis_name=axis_name)
+    keep_BxN = (_unsigned_keys(lax.stop_gradient(x_BxN)) >= t) & (count > 0)
+    return jnp.where(keep_BxN, x_BxN, jnp.zeros_like(x_BxN))
