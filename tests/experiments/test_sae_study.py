@@ -35,10 +35,29 @@ def test_smoke_study_recovers_features_and_resumes(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("activation", ["batchtopk", "jumprelu"])
+def test_remedy_activations_run_and_report_themselves(activation, tmp_path):
+    out = tmp_path / activation
+    assert study.main(["--preset", "smoke", "--out", str(out), "--epochs", "1",
+                       "--activation", activation, "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert res["config"]["activation"] == activation and res["config"]["k_aux"] == 32
+    assert f"- SAE: {activation}, N = 512" in report and "no AuxK" in report
+    if activation == "batchtopk":  # k per vector on average, exactly, in training
+        assert res["final"]["l0"] == 8.0
+    else:  # the L0 penalty has pulled L0 down from about N / 2 at step 0
+        assert 0 < res["final"]["l0"] < 64, res["final"]
+
+
 def test_bad_config_and_resume_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="k=600 must be <= n_latents=512"):
         study.StudyConfig(**{**study.PRESETS["smoke"].__dict__, "k": 600})
     assert study.main(["--preset", "smoke", "--out", str(tmp_path), "--impl", "fast"]) == 2
     assert "--impl 'fast'" in capsys.readouterr().err
+    assert study.main(["--preset", "smoke", "--out", str(tmp_path), "--activation",
+                       "gelu"]) == 2
+    assert "activation='gelu' must be one of ('topk', 'relu', 'batchtopk', 'jumprelu')" \
+        in capsys.readouterr().err
     assert study.main(["--preset", "smoke", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
