@@ -165,13 +165,15 @@ def cell_summary(dataset: str, arm: str, seeds: dict[int, list[dict]],
 
 
 # What a flag says (results.json keeps the codes; the report prints the text). The first
-# two make a cell "not evidence": its dead rate is not read as a result.
+# three make a cell "not evidence": its dead rate is not read as a result.
 FLAGS = {
     "recon_not_below_mean_image": "not trained: reconstruction not below the mean image",
     "l0_misses_k": "L0 misses k by more than 10%",
+    "sae_fvu_not_below_1": "the sparse layer reconstructs its input no better than the "
+                           "input's mean (SAE FVU >= 1)",
     "mig_not_above_shuffled": "MIG not above its shuffled-factor floor",
 }
-NOT_EVIDENCE = ("recon_not_below_mean_image", "l0_misses_k")
+NOT_EVIDENCE = ("recon_not_below_mean_image", "l0_misses_k", "sae_fvu_not_below_1")
 L0_TOLERANCE = 0.10  # achieved mean L0 within 10% of the target k
 TARGET_ARMS = ("topk", "l1", "topk_fixed")  # arms whose k is a target L0 must meet
 
@@ -186,6 +188,11 @@ def cell_flags(cell: dict, floors: dict) -> list[str]:
     targets = cell.get("targets_k", cell["method"] in TARGET_ARMS)
     if targets and l0 is not None and abs(l0 - k) > L0_TOLERANCE * k:
         flags.append("l0_misses_k")
+    # the SAE's floor is its input's mean (FVU 1): a trained sparse layer that does not
+    # beat it is no sparse autoencoder of that input, whatever its dead rate
+    fvu = (cell.get("sae_fvu_final") or {}).get("mean")
+    if cell["method"] != "untrained" and fvu is not None and not fvu < 1.0:
+        flags.append("sae_fvu_not_below_1")
     mig_end, mig_floor = cell["mig_mean_end"]["mean"], floors.get("mig_shuffled")
     if (cell["method"] != "untrained" and mig_end is not None and mig_floor is not None
             and not mig_end > mig_floor):

@@ -70,7 +70,8 @@ LIMITS = [
     "The follow-up is short (revival_epochs), not the paper's 100 epochs.",
     "No remedy was tuned, and remedies were not combined (e.g. AuxK with tied init, as "
     "Gao et al. use them together).",
-    "Cells flagged not evidence (a missed L0 target, no learning) say nothing either way.",
+    "Cells flagged not evidence (a missed L0 target, no learning, a sparse layer that "
+    "reconstructs its input no better than its mean) say nothing either way.",
     "The initialisation remedies act on the warmed-up sparse layer at the arm's start, not "
     "on a fresh network: what they would do from a random start is not measured here.",
     "The post-hoc SAE answers whether a sparse code of the same features dies without the "

@@ -1,11 +1,14 @@
-"""``train_hybrid``: training throughput of the VAE-SAE hybrid, beside its peer and floors.
+"""``train_hybrid``: training throughput of the VAE-SAE hybrid, beside its peer and floors;
+``eval_hybrid``: the end-of-epoch evaluation's share of an epoch.
 
 One row per setting: the whole jitted step (draw factors, render dSprites on the device,
 forward, backward, Adam, firing counts) at batch 64, k = 50. Beside each figure, the floor
 ``floor_images_per_s``: images per second if the step's FLOPs (XLA's cost analysis of the
 compiled step, ``flops_per_step``) ran at the device's measured dense matmul rate. Rows:
-one seed; S seeds in one program; and on CPU the same step with the plain strided and
-transposed convolutions (``conv_impl="lax"``) that the phase forms replace there.
+one seed; one seed with ``SCAN_STEPS`` steps per dispatch (``TrainConfig.scan_steps``: the
+host's dispatch gap between steps removed, ``vs_one_step`` beside the one-step figure); S
+seeds in one program; and on CPU the same step with the plain strided and transposed
+convolutions (``conv_impl="lax"``) that the phase forms replace there.
 
 On CPU the one-seed row also carries
 
@@ -42,6 +45,7 @@ from experiments.bench import timing
 from sparsejax.data import get_dataset
 from sparsejax.models.conv import resolve_conv_impl
 from sparsejax.train import preset
+from sparsejax.train.evaluate import default_metrics, make_evaluator
 from sparsejax.train.hybrid import model_graphdef
 from sparsejax.train.mesh import make_mesh, replicated
 from sparsejax.train.seeds import resolve_seed_map
@@ -50,6 +54,7 @@ from sparsejax.train.step import make_train_step
 
 BATCH, K = 64, 50
 SEEDS = 3  # the flagship study's seeds per cell
+SCAN_STEPS = 8  # steps per dispatch of the scanned row
 # the peer on this 2-core CPU (see the module docstring): PyTorch eager, channels_last, its
 # faster layout; and ours (phase_mm) in the same sitting, under the same load
 PEER = "PyTorch 2.13 eager (channels_last), this machine, 2026-12-02, load average 8-10"
@@ -58,28 +63,37 @@ OURS_BESIDE_PEER_IMAGES_PER_S = 118.2
 
 
 def measure(dataset: str = "dsprites", method: str = "topk", seeds: int = 1,
-            conv_impl: str = "auto", min_time: float = 3.0, batch: int = BATCH) -> dict:
-    """Images/s of the train step (all seeds), its FLOPs per step and the FLOP floor.
+            conv_impl: str = "auto", min_time: float = 3.0, batch: int = BATCH,
+            scan_steps: int | None = None) -> dict:
+    """Images/s of the train step (all seeds), its FLOPs per step and the FLOP floor;
+    with ``scan_steps`` T, of the dispatch that scans T steps (``TrainConfig.scan_steps``).
 
     Cached: a second bench (``paper_estimate``) or the collapse dry run in the same process
     reuses the timing of the same setting instead of repeating it."""
-    return dict(_measure(dataset, method, seeds, conv_impl, float(min_time), batch))
+    return dict(_measure(dataset, method, seeds, conv_impl, float(min_time), batch,
+                         scan_steps))
 
 
 @functools.cache
-def _measure(dataset, method, seeds, conv_impl, min_time, batch) -> dict:
+def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps) -> dict:
     cfg = preset("paper", dataset=dataset, method=method, num_seeds=seeds, batch_size=batch,
                  conv_impl=conv_impl)
     ds = get_dataset(dataset, "procedural")
     mesh = make_mesh()
     channels = ds.observation_shape[-1]
-    step = make_train_step(cfg, model_graphdef(cfg, channels), ds, mesh)
+    step = make_train_step(cfg, model_graphdef(cfg, channels), ds, mesh,
+                           scan_steps=scan_steps)
     state = init_state(cfg, channels, replicated(mesh))
-    k = jnp.int32(K)
+    t = scan_steps or 1
+    k = jnp.int32(K) if scan_steps is None else jnp.full((t,), K, jnp.int32)
     compiled = step.lower(state, k).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan")))
+    if scan_steps is None:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", float("nan")))
+    else:  # XLA:CPU's cost analysis counts a loop body once, whatever its trip count
+        flops = _measure(dataset, method, seeds, conv_impl, min_time, batch,
+                         None)["flops_per_step"]
     for _ in range(3):  # warm up (first calls allocate)
         state, m = compiled(state, k)
     jax.block_until_ready(m)
@@ -92,9 +106,11 @@ def _measure(dataset, method, seeds, conv_impl, min_time, batch) -> dict:
         elapsed = time.perf_counter() - t0
         if elapsed >= min_time:
             break
+    steps *= t
     images = steps * batch * seeds
     rate = timing.matmul_flops_per_s()
     return {"dataset": dataset, "method": method, "k": K, "batch": batch, "seeds": seeds,
+            "scan_steps": t,
             "conv_impl": resolve_conv_impl(conv_impl), "seed_map": resolve_seed_map(cfg.seed_map)
             if seeds > 1 else None, "images_per_s": round(images / elapsed, 1),
             "ms_per_step": round(1e3 * elapsed / steps, 2), "flops_per_step": flops,
@@ -104,7 +120,9 @@ def _measure(dataset, method, seeds, conv_impl, min_time, batch) -> dict:
 
 def train_hybrid():
     if jax.default_backend() != "cpu":
-        yield measure()
+        ours = measure()
+        yield ours
+        yield _scanned(ours)
         yield measure(seeds=SEEDS)
         return
     plain = measure(conv_impl="lax", min_time=2.0)  # the plain Flax formulation
@@ -116,8 +134,44 @@ def train_hybrid():
            "plain_flops_per_step": plain["flops_per_step"],
            "plain_floor_images_per_s": round(plain_floor, 1),
            "vs_plain_floor": round(ours["images_per_s"] / plain_floor, 3)}
+    yield _scanned(ours)
     yield measure(seeds=SEEDS)  # unrolled on CPU (vmapped convs are grouped convs there)
     yield plain
 
 
-CASES = {"train_hybrid": train_hybrid}
+def _scanned(one_step: dict) -> dict:
+    """The row of ``SCAN_STEPS`` steps per dispatch, beside the one-step row's figure."""
+    row = measure(scan_steps=SCAN_STEPS)
+    return {**row, "one_step_images_per_s": one_step["images_per_s"],
+            "vs_one_step": round(row["images_per_s"] / one_step["images_per_s"], 3)}
+
+
+def eval_hybrid():
+    """The end-of-epoch evaluation of the ``paper`` preset (dSprites, one seed, 10,000
+    samples) beside the epoch of training it follows: the device pass (render, forward,
+    firing counts; chunks dispatched back to back, fetched once), the host metrics
+    (:func:`sparsejax.train.evaluate.default_metrics`: MIG twice, MIG of the code,
+    alignment), and their share of the epoch at this device's measured train rate."""
+    cfg = preset("paper", dataset="dsprites", num_seeds=1, batch_size=BATCH)
+    ds = get_dataset("dsprites", "procedural")
+    mesh = make_mesh()
+    channels = ds.observation_shape[-1]
+    evaluate = make_evaluator(cfg, model_graphdef(cfg, channels), ds, mesh)
+    params = init_state(cfg, channels, replicated(mesh)).params
+    ev = evaluate(params, K)  # compiles, draws and keeps the evaluation set
+    t0 = time.perf_counter()
+    ev = evaluate(params, K)
+    device_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    default_metrics(ev.run(0))
+    metrics_s = time.perf_counter() - t0
+    train_rate = measure()["images_per_s"]
+    epoch_s = cfg.resolved_steps_per_epoch(len(ds)) * BATCH / train_rate
+    yield {"dataset": "dsprites", "eval_size": cfg.eval_size, "eval_device_s":
+           round(device_s, 2), "eval_metrics_s": round(metrics_s, 2),
+           "train_epoch_s": round(epoch_s, 1), "train_images_per_s": train_rate,
+           "eval_share_of_epoch": round((device_s + metrics_s)
+                                        / (device_s + metrics_s + epoch_s), 4)}
+
+
+CASES = {"train_hybrid": train_hybrid, "eval_hybrid": eval_hybrid}

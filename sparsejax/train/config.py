@@ -84,7 +84,9 @@ class TrainConfig:
     Implementations: ``topk_impl`` (:func:`sparsejax.ops.topk`), ``conv_impl``
     (:mod:`sparsejax.models.conv`); "auto" picks per backend. ``compute_dtype``: of the
     encoder's and decoder's convs and matmuls (``bfloat16``: mixed precision, with float32
-    parameters, Adam state, loss and Top-k selection).
+    parameters, Adam state, loss and Top-k selection). ``scan_steps``: optimiser steps per
+    dispatch (a ``lax.scan`` of the step, per-step k carried in; device-rendered data),
+    the same numbers for any value.
     Remedies against dead units (:mod:`sparsejax.sparsity.remedies`): ``remedy`` (AuxK,
     resampling, JumpReLU's pre-activation loss, sparsifier settings), ``sparse_init`` (the
     sparse layer at a run's step 0: as built, ``tied`` encoder = decoder transpose, or
@@ -126,6 +128,9 @@ class TrainConfig:
     num_seeds: int = 1
     log_every: int = option(50, affects="nothing")
     keep_checkpoints: int = option(2, affects="nothing")
+    # optimiser steps per dispatch (a lax.scan on the device; device-rendered data only):
+    # the same numbers for any value, so a resumed run may change it
+    scan_steps: int = option(1, resumable=True)
 
     def __post_init__(self):
         _check_choice("dataset", self.dataset, DATASETS)
@@ -139,7 +144,8 @@ class TrainConfig:
         _check_choice("sparse_init", self.sparse_init, SPARSE_INITS)
         _check_choice("sparse_input", self.sparse_input, SPARSE_INPUTS)
         for name in ("num_units", "num_latents", "batch_size", "epochs", "eval_size",
-                     "eval_batch", "num_seeds", "log_every", "keep_checkpoints"):
+                     "eval_batch", "num_seeds", "log_every", "keep_checkpoints",
+                     "scan_steps"):
             _check_int(name, getattr(self, name), low=1)
         for name in ("steps_per_epoch", "final_eval_size"):
             if getattr(self, name) is not None:

@@ -104,9 +104,15 @@ class Trainer:
     step_count: int
 
     def step(self, state, epoch: int, step_in_epoch: int) -> tuple[Any, dict]:
-        """One dispatched step: ``(state, metrics)``; metrics on the device, with a
+        """One dispatch of :meth:`steps_in_call` steps from ``step_in_epoch``: ``(state,
+        metrics)``; metrics (of the dispatch's last step) on the device, with a
         ``bad_step`` entry."""
         raise NotImplementedError
+
+    def steps_in_call(self, step_in_epoch: int) -> int:
+        """How many optimiser steps the dispatch at ``step_in_epoch`` runs (default 1; a
+        trainer that scans T steps per call returns T where a call fits, 1 elsewhere)."""
+        return 1
 
     def log(self, done: int, epoch: int, metrics: dict) -> str:
         """Metrics of a log point, on the host: write them, return the progress text."""
@@ -150,9 +156,12 @@ def run_epochs(trainer: Trainer, state, ckpt: Checkpointer, progress: Progress, 
             delayed = DelayedMetrics(lambda done, m, e=epoch: _log_point(trainer, progress,
                                                                           ckpt, done, e, m))
             while step_in_epoch < steps:
-                state, metrics = trainer.step(state, epoch, step_in_epoch)
-                step_in_epoch += 1
-                if step_in_epoch % trainer.log_every == 0 or step_in_epoch == steps:
+                before = step_in_epoch
+                step_in_epoch += trainer.steps_in_call(step_in_epoch)
+                state, metrics = trainer.step(state, epoch, before)
+                # a log point every log_every steps (or the first call past one), and the end
+                if (step_in_epoch // trainer.log_every > before // trainer.log_every
+                        or step_in_epoch == steps):
                     delayed.push(epoch * steps + step_in_epoch, metrics)
                 if stop.is_set():
                     delayed.flush()

@@ -258,8 +258,8 @@ class HybridTrainer(Trainer):
         self.steps_per_epoch = cfg.resolved_steps_per_epoch(len(ds))
         self.run_names = [f"seed {s}" for s in cfg.seeds]
         self.config = config_lib.to_dict(cfg)
-        (self.graphdef, self.step_fn, self.evaluate, self.reset,
-         self.resample_fn) = _compiled(cfg, ds, mesh)
+        (self.graphdef, self.step_fn, self.evaluate, self.reset, self.resample_fn,
+         self.scan_fn) = _compiled(cfg, ds, mesh)
         self.progress: Progress | None = None
         self._k: tuple[int, jax.Array] | None = None  # (k, the same k on the device)
         self._last = (0, 0)  # (epoch, step in epoch) of the latest step
@@ -275,7 +275,29 @@ class HybridTrainer(Trainer):
         """k at the last step of ``epoch``: what its evaluation uses."""
         return self.k(epoch, self.steps_per_epoch - 1)
 
+    def steps_in_call(self, step_in_epoch: int) -> int:
+        """``scan_steps`` where a whole scan fits: at a multiple of it, inside the epoch,
+        and with no resampling before its last step; 1 elsewhere (an epoch's remainder, a
+        run resumed off the grid, host-fed data)."""
+        t = self.cfg.scan_steps
+        if (self.scan_fn is None or step_in_epoch % t
+                or step_in_epoch + t > self.steps_per_epoch):
+            return 1
+        every = self.cfg.remedy.resample_every
+        if every and (self.step_count + t - 1) // every > self.step_count // every:
+            return 1
+        return t
+
     def step(self, state: TrainState, epoch: int, step_in_epoch: int):
+        t = self.steps_in_call(step_in_epoch)
+        if t > 1:
+            k_T = jnp.asarray([self.k(epoch, step_in_epoch + i) for i in range(t)], jnp.int32)
+            state, metrics_T = self.scan_fn(state, k_T)
+            self.step_count += t
+            self._last = (epoch, step_in_epoch + t - 1)
+            # the log point's metrics: the scan's last step (bad_step is cumulative), in
+            # one dispatch
+            return self._maybe_resample(state, k_T[-1]), _last_row(metrics_T)
         k_now = self.k(epoch, step_in_epoch)
         if self._k is None or self._k[0] != k_now:  # one host-to-device copy per new k
             self._k = (k_now, jnp.asarray(k_now, jnp.int32))
@@ -287,16 +309,18 @@ class HybridTrainer(Trainer):
                                              self.cfg.batch_size), self._images)
             state, metrics = self.step_fn(state, k, images)
         self.step_count += 1
-        every = self.cfg.remedy.resample_every
-        if every and self.step_count % every == 0:  # from the next step's batch
-            if self.ds.on_device:
-                state = self.resample_fn(state, k)
-            else:
-                state = self.resample_fn(state, k, global_array(host_batch(
-                    self.ds, self._key_data, self.step_count, self.cfg.batch_size),
-                    self._images))
         self._last = (epoch, step_in_epoch)
-        return state, metrics
+        return self._maybe_resample(state, k), metrics
+
+    def _maybe_resample(self, state: TrainState, k: jax.Array) -> TrainState:
+        """Resampling every ``remedy.resample_every`` steps, from the next step's batch."""
+        every = self.cfg.remedy.resample_every
+        if not every or self.step_count % every:
+            return state
+        if self.ds.on_device:
+            return self.resample_fn(state, k)
+        return self.resample_fn(state, k, global_array(host_batch(
+            self.ds, self._key_data, self.step_count, self.cfg.batch_size), self._images))
 
     def log(self, done: int, epoch: int, metrics: dict) -> str:
         self.metrics_log.step_scalars(self.cfg.seeds, done,
@@ -318,6 +342,11 @@ class HybridTrainer(Trainer):
         return self.reset(state), records
 
 
+@jax.jit
+def _last_row(metrics_T: dict) -> dict:
+    return jax.tree.map(lambda m: m[-1], metrics_T)
+
+
 # --------------------------------------------------------------------------- compiled fns
 # Runs whose configs differ only in fields that shape no program (TrainConfig.program_key)
 # share one compiled step and evaluator within a process (a study's cells, a resumed run).
@@ -326,8 +355,8 @@ _CACHE_SIZE = 24  # the remedies study runs about 15 programs, then each again
 
 
 def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
-    """(graphdef, step, evaluate, reset, resample or None) for ``cfg`` on ``mesh``, built
-    once per program."""
+    """(graphdef, step, evaluate, reset, resample or None, the ``scan_steps`` scan or None)
+    for ``cfg`` on ``mesh``, built once per program (each compiles on its first call)."""
     key = (cfg.program_key(), ds.name, ds.source, ds.location, ds.on_device, mesh)
     if key in _CACHE:
         _CACHE.move_to_end(key)
@@ -339,7 +368,9 @@ def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
                        make_evaluator(cfg, graphdef, ds, mesh),
                        jax.jit(start_epoch, donate_argnums=0, out_shardings=replicated(mesh)),
                        make_resample_step(cfg, graphdef, ds, mesh)
-                       if cfg.remedy.resample_every else None)
+                       if cfg.remedy.resample_every else None,
+                       make_train_step(cfg, graphdef, ds, mesh, scan_steps=cfg.scan_steps)
+                       if cfg.scan_steps > 1 and ds.on_device else None)
     return _CACHE[key]
 
 

@@ -51,7 +51,8 @@ def step_factors(dataset: FactorDataset, key_data, step, batch_size: int) -> jax
 
 
 def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDataset,
-                    mesh: Mesh, *, host_data: bool | None = None) -> Callable:
+                    mesh: Mesh, *, host_data: bool | None = None,
+                    scan_steps: int | None = None) -> Callable:
     """The jitted ``step(state, k[, images]) -> (state, metrics)`` over all seeds.
 
     Args:
@@ -60,6 +61,11 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
       dataset: the factor dataset; rendered inside the step when ``dataset.on_device``.
       mesh: the device mesh; the state is replicated, the batch sharded over ``"data"``.
       host_data: force the host-fed variant (default: when the dataset is not on device).
+      scan_steps: T: ``steps(state, k_T) -> (state, metrics)`` runs T optimiser steps
+        in one dispatch (``lax.scan`` of the step over the int32 ``[T]`` per-step k; the
+        L1 controller, firing counts and RNG stream carried in the state), metrics
+        ``[T, S]``. Device data only (a host-fed batch is read per step). The same
+        numbers as T calls of the single step.
 
     Returns:
       ``step(state, k) -> (state, metrics)`` (device data), or ``step(state, k, images)``
@@ -100,7 +106,20 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
         return new, {**terms, "l1_coef": coef, "bad_step": bad}
 
     rep = replicated(mesh)
-    return _jit_over_seeds(run_step, cfg, mesh, host_data, out_shardings=(rep, rep))
+    if scan_steps is None:
+        return _jit_over_seeds(run_step, cfg, mesh, host_data, out_shardings=(rep, rep))
+    if host_data:
+        raise ValueError(f"scan_steps={scan_steps}: a host-fed batch is read per step; "
+                         "scanning needs device-rendered data")
+    step_S = over_seeds(run_step, cfg.num_seeds, (0, None), cfg.seed_map)
+
+    def run_steps(state: TrainState, k_T: jax.Array):
+        if k_T.shape != (scan_steps,):
+            raise ValueError(f"steps: k_T must have shape [{scan_steps}], got {k_T.shape}")
+        return jax.lax.scan(step_S, state, k_T)
+
+    return jax.jit(run_steps, in_shardings=(rep, rep), out_shardings=(rep, rep),
+                   donate_argnums=0)
 
 
 def _jit_over_seeds(fn: Callable, cfg: TrainConfig, mesh: Mesh, host_data: bool,

@@ -13,7 +13,7 @@ from experiments import collapse, collapse_render, revival
 from experiments.collapse_plots import write_plots
 from experiments.collapse_paper import CONTROLS, WARMUP
 from experiments.collapse_stats import (FLAGS, bootstrap_ci, build_results, cell_flags,
-                                       mean_std, ratio_with_se, tau_label)
+                                       is_evidence, mean_std, ratio_with_se, tau_label)
 from sparsejax.metrics import TAU_KEYS
 from sparsejax.train import ConfigError, TrainConfig
 from sparsejax.train.config import to_dict
@@ -300,12 +300,16 @@ def test_results_from_canned_records_match_numpy(canned):
     for name, c in cells.items():
         di, mi = ("dsprites", "shapes3d").index(c["dataset"]), ARMS.index(c["method"])
         # the flags, restated: recon not below the floor; L0 off k by > 10% where k is a
-        # target; MIG not above the shuffled floor (all but the untrained network)
+        # target; SAE FVU not below 1 and MIG not above the shuffled floor (all but the
+        # untrained network)
         l0, recon, mig_end = (c["l0_final"]["mean"], c["recon_final"]["mean"],
                               c["mig_mean_end"]["mean"])
+        fvu = (c.get("sae_fvu_final") or {}).get("mean")
         want = ((["recon_not_below_mean_image"] if recon >= RECON_FLOOR else [])
                 + (["l0_misses_k"] if c["method"] in ("topk", "l1", "topk_fixed")
                    and abs(l0 - KS[-1]) > 0.1 * KS[-1] else [])
+                + (["sae_fvu_not_below_1"] if c["method"] != "untrained"
+                   and fvu is not None and fvu >= 1 else [])
                 + (["mig_not_above_shuffled"] if c["method"] != "untrained"
                    and mig_end <= floors[c["dataset"]]["mig_shuffled"] else []))
         assert c["flags"] == want, name
@@ -532,3 +536,18 @@ def test_revival_continues_the_tiny_study(tiny_study, tmp_path):
     report = (out2 / "report.md").read_text()
     assert report.startswith("# Revival: more epochs at k = 50") and "](revival.png)" in report
     assert revival.report(rv["cells"], rv) == report
+
+
+@pytest.mark.parametrize("method,fvu,flagged", [("topk", 1.0, True), ("topk", 0.99, False),
+                                                ("whiten", 20.1, True), ("untrained", 3.0, False),
+                                                ("dense", None, False)])
+def test_a_sparse_layer_that_does_not_beat_its_inputs_mean_is_not_evidence(method, fvu,
+                                                                            flagged):
+    floors = {"recon_mean_image": 571.0, "mig_shuffled": 0.002}
+    cell = {"method": method, "k_final": 50, "targets_k": False,
+            "recon_final": {"mean": 134.7}, "l0_final": {"mean": 50.0},
+            "mig_mean_end": {"mean": 0.04},
+            "sae_fvu_final": None if fvu is None else {"mean": fvu}}
+    flags = cell_flags(cell, floors)
+    assert ("sae_fvu_not_below_1" in flags) == flagged
+    assert is_evidence({"flags": flags}) == (not flagged)

@@ -84,6 +84,30 @@ def test_sigterm_mid_epoch_saves_and_resume_continues_exactly(straight, cfg, tmp
     jax.tree.map(np.testing.assert_array_equal, _params(run), _params(straight))
 
 
+def test_scanned_steps_train_the_same_run_and_resume_mid_epoch_exactly(straight, cfg,
+                                                                       tmp_path):
+    """scan_steps = 2 over 3 steps per epoch: a scan of 2, then the remainder alone. The run
+    is the straight one to float32 rounding; cut after the first scan of epoch 1 and
+    resumed (the same dispatches), it is the uninterrupted scanned run exactly."""
+    scanned = cfg.replace(scan_steps=2)
+    whole = train(scanned, tmp_path / "whole", **QUIET)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                         atol=1e-2 * cfg.learning_rate),
+                 _params(whole), _params(straight))
+    assert [r["step"] for r in whole.history] == [3, 6]
+
+    def stop_after_first_epoch(records):
+        if records[0]["epoch"] == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cut = train(scanned, tmp_path / "cut", on_epoch=stop_after_first_epoch, **QUIET)
+    meta = Checkpointer(tmp_path / "cut" / "checkpoints").metadata()
+    assert cut.status == "interrupted" and (meta["epoch"], meta["step_in_epoch"]) == (1, 2)
+    resumed = train(scanned, tmp_path / "cut", resume=True, **QUIET)
+    jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(whole))
+    assert resumed.history[1]["train"] == whole.history[1]["train"]
+
+
 def test_init_from_continues_another_run_with_a_new_schedule(straight, cfg, tmp_path):
     """As the revival study does: start from a finished run's state, k held at its end."""
     held = cfg.replace(epochs=1, schedule={"start": 8, "end": 8, "length": 1})

@@ -123,6 +123,37 @@ def test_host_fed_batches_equal_device_batches(runs):
     _close(runs["host"][0].params, runs["four"][0].params)
 
 
+@pytest.mark.parametrize("method,t", [("topk", 1), ("topk", 4), ("l1", 4)])
+def test_a_scan_of_t_steps_equals_t_single_steps(setups, dsprites, cfg, method, t):
+    """One dispatch of T steps (k moving every step, the L1 controller carried) computes
+    what T dispatches of the single step do, to float32 rounding; its metrics come back
+    ``[T, S]``."""
+    ks = [KS[i % len(KS)] for i in range(4)]
+    s = setups["one"] if method == "topk" else Setup(cfg.replace(method=method), dsprites,
+                                                     jax.devices()[:1])
+    singles, rows = s.init(), []
+    for k in ks:
+        singles, m = s.step(singles, jnp.int32(k))
+        rows.append(m)
+    scan = Sp.make_train_step(s.cfg, s.gd, dsprites, s.mesh, scan_steps=t)
+    state = s.init()
+    for i in range(0, 4, t):
+        state, m_T = scan(state, jnp.asarray(ks[i:i + t], jnp.int32))
+        chex.assert_shape(m_T["loss"], (t, 1))
+    # XLA fuses a loop body apart from the standalone step, so float32 rounding may differ
+    # (seen: 3e-8 absolute, about 1e-4 of one Adam step of size lr); counts and keys agree
+    atol = 1e-2 * s.cfg.learning_rate
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(singles)):
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol)
+        else:
+            np.testing.assert_array_equal(a, b)
+    for name in m_T:
+        np.testing.assert_allclose(m_T[name][-1], rows[-1][name], rtol=1e-5, atol=atol)
+    if method == "l1":  # the controller moved the coefficient inside the scan
+        assert len({float(r["l1_coef"][0]) for r in rows}) > 1
+
+
 def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites, cfg):
     """One step's firing counts and loss equal a separate forward pass on the batch of
     (seed 0, step 0), drawn and rendered outside the step."""
