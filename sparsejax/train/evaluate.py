@@ -1,8 +1,10 @@
 """End-of-epoch evaluation on a fixed evaluation set, and the metrics hook.
 
 The evaluation set is ``cfg.eval_size`` factor tuples drawn once from ``eval_seed`` (the
-same for every epoch, seed and method, so curves are comparable), rendered chunk by chunk
-on the device. One pass computes, per run: the latent means, the sparse codes, the
+same for every epoch, seed and method, so curves are comparable). With a device-rendered
+dataset the set stays on the device and the whole pass is one program (a ``lax.scan`` over
+chunks that renders each on the device), fetched once; host-read images go chunk by
+chunk. One pass computes, per run: the latent means, the sparse codes, the
 per-unit firing counts at every threshold, and the loss terms (z sampled with fixed
 noise). A pluggable ``metrics_fn(RunEval) -> dict`` then adds figures to the epoch record;
 :func:`default_metrics` uses whatever :mod:`sparsejax.metrics` provides.
@@ -151,22 +153,45 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
         return out.mu, h, sums, counts
 
     rep = replicated(mesh)
-    fn = jax.jit(over_seeds(evaluate_chunk, cfg.num_seeds, (0, None, None, None, None),
-                            cfg.seed_map),
-                 in_shardings=(rep, rep, x_sharding, x_sharding, x_sharding),
+    chunk_S = over_seeds(evaluate_chunk, cfg.num_seeds, (0, None, None, None, None),
+                         cfg.seed_map)
+    fn = jax.jit(chunk_S, in_shardings=(rep, rep, x_sharding, x_sharding, x_sharding),
                  out_shardings=rep)
 
-    def evaluate(params_S: nnx.State, k: int, n: int | None = None) -> EvalResult:
-        n = cfg.eval_size if n is None else n
-        if n not in sets:
-            sets[n] = _eval_set(dataset, cfg, n, ndev)
-        es = sets[n]
-        k_arr = jnp.asarray(k, jnp.int32)
+    def all_chunks(params, k, factors_CxB, eps_CxB, mask_CxB):
+        """Every chunk in one program (a scan: sums and counts carried, codes stacked)."""
+        out = jax.eval_shape(chunk_S, params, k, factors_CxB[0], eps_CxB[0], mask_CxB[0])
+        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), (out[2], out[3]))
+
+        def add_chunk(acc, chunk):
+            mu, h, sums, counts = chunk_S(params, k, *chunk)
+            return jax.tree.map(jnp.add, acc, (sums, counts)), (mu, h)
+
+        (sums, counts), (mu_C, h_C) = jax.lax.scan(add_chunk, zeros,
+                                                   (factors_CxB, eps_CxB, mask_CxB))
+        return mu_C, h_C, sums, counts
+
+    chunked = batch_sharding(mesh, seed_axis=True)  # [C, chunk, ...], chunks sharded
+    fn_all = jax.jit(all_chunks, in_shardings=(rep, rep, chunked, chunked, chunked),
+                     out_shardings=rep)
+    placed: dict[int, tuple] = {}  # n -> the evaluation set on the device, [C, chunk, ...]
+
+    def run_on_device(params_S, k_arr, n: int, es: _EvalSet):
+        if n not in placed:
+            placed[n] = tuple(global_array(a.reshape(es.num_chunks, es.chunk, *a.shape[1:]),
+                                           chunked)
+                              for a in (es.factors_p, es.eps_p, es.mask_p))
+        mu_C, h_C, sums, counts = jax.device_get(fn_all(params_S, k_arr, *placed[n]))
+        # [C, S, chunk, ...] -> [S, C chunk, ...]
+        mu = np.concatenate(list(mu_C), axis=1)[:, :n]
+        h = None if h_C is None else np.concatenate(list(h_C), axis=1)[:, :n]
+        return mu, h, sums, counts
+
+    def run_chunks(params_S, k_arr, n: int, es: _EvalSet):
         mus, hs, counts, sums = [], [], 0, None
-        for c in range(es.num_chunks):
+        for c in range(es.num_chunks):  # host-read images: one chunk at a time
             sl = slice(c * es.chunk, (c + 1) * es.chunk)
-            xin = (es.factors_p[sl] if on_device
-                   else np.asarray(dataset.render(es.factors_p[sl]), np.float32))
+            xin = np.asarray(dataset.render(es.factors_p[sl]), np.float32)
             mu, h, s, cnt = fn(params_S, k_arr, *(global_array(a, x_sharding)
                                                   for a in (xin, es.eps_p[sl], es.mask_p[sl])))
             mus.append(mu)
@@ -175,7 +200,16 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
             sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
         mu = np.concatenate(jax.device_get(mus), axis=1)[:, :n]
         h = None if hs[0] is None else np.concatenate(jax.device_get(hs), axis=1)[:, :n]
-        host = jax.device_get(sums)
+        return mu, h, jax.device_get(sums), jax.device_get(counts)
+
+    def evaluate(params_S: nnx.State, k: int, n: int | None = None) -> EvalResult:
+        n = cfg.eval_size if n is None else n
+        if n not in sets:
+            sets[n] = _eval_set(dataset, cfg, n, ndev)
+        es = sets[n]
+        k_arr = jnp.asarray(k, jnp.int32)
+        mu, h, host, counts = (run_on_device if on_device else run_chunks)(params_S, k_arr,
+                                                                             n, es)
         terms = {name: np.asarray(host[name]) / n for name in EVAL_TERMS}
         if "target_sq" in host:  # FVU = E||t - t_hat||^2 / (E||t||^2 - ||E t||^2)
             var_S = host["target_sq"] / n - np.sum(np.square(host["target_sum"] / n), -1)
