@@ -149,7 +149,7 @@ def _scanned(one_step: dict) -> dict:
 def eval_hybrid():
     """The end-of-epoch evaluation of the ``paper`` preset (dSprites, one seed, 10,000
     samples) beside the epoch of training it follows: the device pass (render, forward,
-    firing counts; chunks dispatched back to back, fetched once), the host metrics
+    firing counts; one program over the chunks, fetched once), the host metrics
     (:func:`sparsejax.train.evaluate.default_metrics`: MIG twice, MIG of the code,
     alignment), and their share of the epoch at this device's measured train rate."""
     cfg = preset("paper", dataset="dsprites", num_seeds=1, batch_size=BATCH)

@@ -8,5 +8,5 @@ from sparsejax.ops.order import order_key
 from sparsejax.ops.topk import AUTO_IMPL, IMPLS, resolve_impl, topk, topk_values_indices
 
 __all__ = ["AUTO_IMPL", "IMPLS", "TopkCode", "batch_topk", "dense_decode", "order_key",
-           "resolve_impl", "sparse_decode", "topk", "topk_encode", "topk_latent_sharded", "topk_sharded",
-           "topk_values_indices"]
+           "resolve_impl", "sparse_decode", "topk", "topk_encode", "topk_latent_sharded",
+           "topk_sharded", "topk_values_indices"]

@@ -86,7 +86,7 @@ class TrainConfig:
     encoder's and decoder's convs and matmuls (``bfloat16``: mixed precision, with float32
     parameters, Adam state, loss and Top-k selection). ``scan_steps``: optimiser steps per
     dispatch (a ``lax.scan`` of the step, per-step k carried in; device-rendered data),
-    the same numbers for any value.
+    the same numbers for any value up to float32 rounding (a loop body fuses apart).
     Remedies against dead units (:mod:`sparsejax.sparsity.remedies`): ``remedy`` (AuxK,
     resampling, JumpReLU's pre-activation loss, sparsifier settings), ``sparse_init`` (the
     sparse layer at a run's step 0: as built, ``tied`` encoder = decoder transpose, or
@@ -129,7 +129,7 @@ class TrainConfig:
     log_every: int = option(50, affects="nothing")
     keep_checkpoints: int = option(2, affects="nothing")
     # optimiser steps per dispatch (a lax.scan on the device; device-rendered data only):
-    # the same numbers for any value, so a resumed run may change it
+    # the same numbers (to float32 rounding) for any value, so a resumed run may change it
     scan_steps: int = option(1, resumable=True)
 
     def __post_init__(self):

@@ -64,8 +64,8 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
       scan_steps: T: ``steps(state, k_T) -> (state, metrics)`` runs T optimiser steps
         in one dispatch (``lax.scan`` of the step over the int32 ``[T]`` per-step k; the
         L1 controller, firing counts and RNG stream carried in the state), metrics
-        ``[T, S]``. Device data only (a host-fed batch is read per step). The same
-        numbers as T calls of the single step.
+        ``[T, S]``. Device data only (a host-fed batch is read per step). The numbers
+        of T calls of the single step, to float32 rounding (XLA fuses a loop body apart).
 
     Returns:
       ``step(state, k) -> (state, metrics)`` (device data), or ``step(state, k, images)``

@@ -123,7 +123,7 @@ def test_host_fed_batches_equal_device_batches(runs):
     _close(runs["host"][0].params, runs["four"][0].params)
 
 
-@pytest.mark.parametrize("method,t", [("topk", 1), ("topk", 4), ("l1", 4)])
+@pytest.mark.parametrize("method,t", [("topk", 1), ("l1", 4)])  # T in {1, 4}
 def test_a_scan_of_t_steps_equals_t_single_steps(setups, dsprites, cfg, method, t):
     """One dispatch of T steps (k moving every step, the L1 controller carried) computes
     what T dispatches of the single step do, to float32 rounding; its metrics come back
