@@ -171,6 +171,7 @@ def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(cfg, tmp_pa
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
 
 
