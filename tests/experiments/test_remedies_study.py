@@ -76,3 +76,45 @@ def test_tiny_study_end_to_end(tmp_path):
     assert remedies.execute(cfg, out, resume=True, command="test", tensorboard=False) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["summary"]["remedies"] == entries
+
+
+def _cell(dead, recon=130.0, mig=0.03, flags=()):
+    return {"dead_final": {"0": {"mean": dead}}, "recon_final": {"mean": recon},
+            "mig_mean_end": {"mean": mig}, "flags": list(flags)}
+
+
+def _entry(remedy, dead, recon=130.0, mig=0.03, evidence=True):
+    return {"remedy": remedy, "dead_final": {"0": {"mean": dead}},
+            "recon_final": {"mean": recon}, "mig_mean_end": {"mean": mig},
+            "evidence": evidence}
+
+
+@pytest.mark.parametrize("case", ["inside", "posthoc_only", "none", "no_topk"])
+def test_verdict_separates_remedies_in_the_hybrid_from_the_confound(case):
+    from experiments.remedies_analysis import verdict
+
+    cells = {"d-topk": _cell(55.0, flags=["l0_misses_k"] if case == "no_topk" else ()),
+             "d-untrained": _cell(5.0), "d-relu_no_penalty": _cell(42.0)}
+    entries = [_entry("topk", 55.0), _entry("whiten", 40.0, evidence=False),  # not evidence
+               _entry("auxk", 42.0, recon=140.0),  # at the level, 7.7% worse recon
+               _entry("tied_init", 41.9 if case == "inside" else 48.0, recon=132.0,
+                      mig=0.02),  # within 2% and 0.05
+               _entry("posthoc_sae", 12.0 if case != "none" else 50.0, recon=115.0)]
+    v = verdict(entries, cells, "d", "0")
+    if case == "no_topk":
+        assert v["text"].startswith("No verdict on d") and v["passing"] == []
+        return
+    assert v["level"] == 42.0
+    assert v["checked"]["whiten"] == {"evidence": False, "dead_at_level": True,
+                                      "equal_recon": True, "equal_mig": True}
+    assert not v["checked"]["auxk"]["equal_recon"]
+    want = {"inside": ["tied_init", "posthoc_sae"], "posthoc_only": ["posthoc_sae"],
+            "none": []}[case]
+    assert v["passing"] == want
+    assert v["passing_in_hybrid"] == [r for r in want if r != "posthoc_sae"]
+    if case == "none":
+        assert "no remedy keeps the dead-unit rate" in v["text"]
+        assert "whiten, auxk reach(es) the level" in v["text"]
+    else:
+        assert "is not fundamental in this setting" in v["text"]
+        assert ("no remedy inside the hybrid passes" in v["text"]) == (case == "posthoc_only")
