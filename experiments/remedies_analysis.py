@@ -234,8 +234,9 @@ def verdict(entries: list[dict], cells: dict, dataset: str, t0: str) -> dict:
             out["text"] += (
                 f" Only {POSTHOC} passes: a sparse code of the dense VAE's hidden layer, with "
                 "no KL term behind it and off the VAE's path (its reconstruction and MIG are "
-                "the dense VAE's). That places the collapse in the variational training "
-                "(the confound of arXiv 2509.22994); no remedy inside the hybrid passes.")
+                "the dense VAE's). That is consistent with the variational confound (arXiv "
+                "2509.22994: the KL term behind a sparse layer kills features), but it is not "
+                "a remedy: no remedy inside the hybrid passes.")
     else:
         near = [r for r, c in out["checked"].items() if c["dead_at_level"]]
         out["text"] = (
