@@ -28,15 +28,10 @@ def _unsigned_keys(x: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(order_key(x), jnp.uint32) ^ _SIGN
 
 
-def batch_kth_key(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.Array:
-    """uint32 scalar: the unsigned order key of the ``count``-th largest entry of ``x``
-    over all of its rows (and over every device of ``axis_name``, inside ``shard_map``).
-
-    The largest key t with ``#{key >= t} >= count``, found one bit at a time. ``count``
-    may be traced; it must be in ``[1, total entries]``.
-    """
-    key_BxN = _unsigned_keys(lax.stop_gradient(x_BxN))
-    count = jnp.asarray(count, jnp.int32)
+def _kth_key(key_BxN: jax.Array, count: jax.Array, axis_name: str | None) -> jax.Array:
+    """uint32 scalar: the ``count``-th largest of the unsigned keys over all rows (and over
+    every device of ``axis_name``): the largest t with ``#{key >= t} >= count``, found one
+    bit at a time. ``count`` must be in ``[1, total entries]``."""
 
     def settle_bit(i, t):
         cand = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
@@ -49,7 +44,8 @@ def batch_kth_key(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> j
 
 
 def batch_topk(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.Array:
-    """``x`` at its batch's ``count`` largest entries, 0 elsewhere (same shape).
+    """``x`` at its batch's ``count`` largest entries, 0 elsewhere (same shape), over every
+    device of ``axis_name`` inside ``shard_map``.
 
     Exactly ``count`` entries are kept when the batch's values are distinct; ties at the
     cut are all kept. ``count`` may be traced (a schedule that moves k does not
@@ -60,6 +56,6 @@ def batch_topk(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.
         raise ValueError(f"batch_topk expects x of shape [B, N], got {x_BxN.shape}")
     count = jnp.asarray(count, jnp.int32)
     total = x_BxN.size if axis_name is None else x_BxN.size * lax.psum(1, axis_name)
-    t = batch_kth_key(x_BxN, jnp.clip(count, 1, total), axis_name=axis_name)
-    keep_BxN = (_unsigned_keys(lax.stop_gradient(x_BxN)) >= t) & (count > 0)
-    return jnp.where(keep_BxN, x_BxN, jnp.zeros_like(x_BxN))
+    key_BxN = _unsigned_keys(lax.stop_gradient(x_BxN))  # once: the select and the mask
+    t = _kth_key(key_BxN, jnp.clip(count, 1, total), axis_name)
+    return jnp.where((key_BxN >= t) & (count > 0), x_BxN, jnp.zeros_like(x_BxN))

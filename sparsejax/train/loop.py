@@ -291,13 +291,13 @@ class HybridTrainer(Trainer):
     def step(self, state: TrainState, epoch: int, step_in_epoch: int):
         t = self.steps_in_call(step_in_epoch)
         if t > 1:
-            k_T = jnp.asarray([self.k(epoch, step_in_epoch + i) for i in range(t)], jnp.int32)
-            state, metrics_T = self.scan_fn(state, k_T)
+            ks = np.array([self.k(epoch, step_in_epoch + i) for i in range(t)], np.int32)
+            state, metrics_T = self.scan_fn(state, ks)
             self.step_count += t
             self._last = (epoch, step_in_epoch + t - 1)
             # the log point's metrics: the scan's last step (bad_step is cumulative), in
-            # one dispatch
-            return self._maybe_resample(state, k_T[-1]), _last_row(metrics_T)
+            # one dispatch; a resampling reads the last k from the host array
+            return self._maybe_resample(state, ks[-1]), _last_row(metrics_T)
         k_now = self.k(epoch, step_in_epoch)
         if self._k is None or self._k[0] != k_now:  # one host-to-device copy per new k
             self._k = (k_now, jnp.asarray(k_now, jnp.int32))
@@ -312,7 +312,7 @@ class HybridTrainer(Trainer):
         self._last = (epoch, step_in_epoch)
         return self._maybe_resample(state, k), metrics
 
-    def _maybe_resample(self, state: TrainState, k: jax.Array) -> TrainState:
+    def _maybe_resample(self, state: TrainState, k) -> TrainState:
         """Resampling every ``remedy.resample_every`` steps, from the next step's batch."""
         every = self.cfg.remedy.resample_every
         if not every or self.step_count % every:

@@ -161,9 +161,9 @@ class SAEModel:
         the pre-activation term."""
         cfg = self.cfg
         pre_bxN = sae.preactivations(params, x_bxD)
-        code = sae.activate(params, pre_bxN, None, cfg)
-        out = sae.SAEOut(code, sae.decode(params, code))
         theta_N = sae.jump_threshold(params, cfg)
+        code = sparse_layer.jump_relu(pre_bxN, theta_N, cfg.jump_bandwidth)
+        out = sae.SAEOut(code, sae.decode(params, code))
         n_vectors = lax.psum(x_bxD.shape[0], DATA_AXIS)
         fvu = jnp.sum((x_bxD - out.recon) ** 2) / stats.var
         l0 = jnp.sum(sparse_layer.jump_step(pre_bxN, theta_N, cfg.jump_bandwidth)) / n_vectors
@@ -180,8 +180,7 @@ class SAEModel:
         if self.cfg.activation != "batchtopk":
             return params
         return params._replace(threshold=sparse_layer.ema_threshold(
-            params.threshold, lax.stop_gradient(code), self.cfg.batchtopk_decay,
-            axis_name=DATA_AXIS))
+            params.threshold, code, self.cfg.batchtopk_decay, axis_name=DATA_AXIS))
 
     def constrain_grads(self, grads: sae.SAEParams, params: sae.SAEParams) -> sae.SAEParams:
         g_NxD, W_NxD = grads.W_dec, params.W_dec
