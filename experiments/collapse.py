@@ -19,7 +19,10 @@ or at ``--rate`` (:func:`cost_estimate`; the ``paper_estimate`` bench row is the
 
 Runs live in ``DIR/runs/<dataset>-<method>/`` (one engine run directory per cell, its seeds
 trained together in one program); a finished cell is marked ``DONE`` and skipped on
-``--resume``, an unfinished one continues from its last checkpoint. Exit status: 0 done,
+``--resume``, an unfinished one continues from its last checkpoint. With ``--group on``
+(the default on accelerators) a dataset's Top-k and L1 cells train as one program, every
+seed of both (``TrainConfig.group``: L1 is Top-k at k = N with its penalty on), in
+``DIR/runs/<dataset>-topk+l1/``; their records are split back into the two cells. Exit status: 0 done,
 130 interrupted (rerun with --resume), 1 failed, 2 bad arguments.
 """
 
@@ -42,7 +45,8 @@ from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.models import SPARSE_METHODS
 
 # TrainConfig fields the grid sets per cell; a preset's or --set's ``train`` may not
-GRID_FIELDS = ("dataset", "method", "num_seeds", "seed", "source", "data_dir")
+GRID_FIELDS = ("dataset", "method", "num_seeds", "seed", "source", "data_dir", "group")
+GROUP_CHOICES = ("auto", "on", "off")  # --group: "auto" groups on accelerators
 
 # The study's presets, self-contained: ``train`` lists every TrainConfig field the preset sets
 # (the rest keep the ``TrainConfig()`` defaults, which follow the paper). The schedule is the
@@ -102,6 +106,10 @@ class CollapseConfig:
         (no warm-up, controls or baseline) trains this many epochs at its final k, with no
         data-dependent start (``sparse_init`` default), from the runs of the same grid
         (``run_cells``'s ``init_root``).
+      group: ``"on"``: a dataset's Top-k and L1 cells train in one program (every seed of
+        both; :attr:`grouped`); ``"off"``: a program per cell; ``"auto"``: on where the
+        seeds are vmapped (accelerators), off on CPU, where runs in one program are
+        unrolled side by side and gain nothing. Recorded resolved in results.json.
     """
 
     preset: str = "small"
@@ -118,6 +126,47 @@ class CollapseConfig:
     data_dir: str | None = None
     arms: dict = dataclasses.field(default_factory=dict)
     continue_epochs: int = 0
+    group: str = "auto"
+
+    @property
+    def grouped(self) -> bool:
+        """Whether each dataset's Top-k and L1 cells share one program (``group``)."""
+        if not set(SPARSE_METHODS) <= set(self.methods):
+            return False
+        if self.group == "auto":
+            from sparsejax.train.seeds import resolve_seed_map
+
+            mode = self.train.get("seed_map", "auto")
+            return resolve_seed_map(mode) == "vmap"
+        return self.group == "on"
+
+    def units(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``(run directory name, dataset, cells' arms)`` of every program in the order
+        they run (:meth:`cells`' order; a group where its first cell would be)."""
+        out, seen = [], set()
+        for dataset, arm in self.cells():
+            if self.grouped and arm in SPARSE_METHODS:
+                if dataset not in seen:
+                    seen.add(dataset)
+                    out.append((cell_name(dataset, "+".join(SPARSE_METHODS)), dataset,
+                                SPARSE_METHODS))
+                continue
+            out.append((cell_name(dataset, arm), dataset, (arm,)))
+        return out
+
+    def run_dir(self, out: Path, dataset: str, arm: str) -> tuple[Path, int]:
+        """The run directory that holds cell ``(dataset, arm)`` and the index of its first
+        run in that run's state (its seeds follow): > 0 for the L1 cell of a group."""
+        for name, d, arms in self.units():
+            if d == dataset and arm in arms:
+                return out / "runs" / name, arms.index(arm) * self.num_seeds
+        raise KeyError(f"no cell {cell_name(dataset, arm)} in this study")
+
+    def unit_config(self, dataset: str, arms: tuple[str, ...]):
+        """The TrainConfig of one program: its cell's, or a group's (Top-k's, with the
+        L1 arm beside it)."""
+        cfg = self.train_config(dataset, arms[0])
+        return cfg.replace(group=arms[1:]) if len(arms) > 1 else cfg
 
     def cells(self) -> list[tuple[str, str]]:
         """``(dataset, arm)`` of every run directory in the order they run: the shared
@@ -193,6 +242,8 @@ class CollapseConfig:
         clash = sorted(set(self.arms) & {*self.methods, *CONTROLS, WARMUP, "dense"})
         if clash:
             raise ConfigError(f"arms {clash} clash with the grid's own arms")
+        if self.group not in GROUP_CHOICES:
+            raise ConfigError(f"group {self.group!r}: expected one of {list(GROUP_CHOICES)}")
         if not isinstance(self.continue_epochs, int) or self.continue_epochs < 0:
             raise ConfigError(f"continue_epochs must be an integer >= 0, got "
                               f"{self.continue_epochs!r}")
@@ -212,6 +263,8 @@ class CollapseConfig:
         if grid:
             raise ConfigError(f"train fields {grid} are set by the study's grid: use --datasets, "
                               "--methods, --seeds, --seed, --source, --data-dir")
+        for _, d, arms in self.units():
+            self.unit_config(d, arms)  # the engine validates every field of a group
         for d, m in self.cells():
             cfg = self.train_config(d, m)  # the engine validates every field
             if self.targets_k(m) and m != "topk_fixed" and cfg.schedule.length > cfg.epochs:
@@ -246,6 +299,7 @@ def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
 
     d = {k: v for k, v in collapse_cfg.items() if k != "cells"}
     d["datasets"], d["methods"] = tuple(d["datasets"]), tuple(d["methods"])
+    d.setdefault("group", "off")  # studies from before groups ran a program per cell
     if not d["methods"]:
         raise ConfigError("the collapse study has no sparse runs to continue (no methods)")
     recorded = collapse_cfg.get("cells", {}).get(cell_name(d["datasets"][0], d["methods"][0]))
@@ -297,13 +351,15 @@ def cost_estimate(cfg: CollapseConfig, images_per_s: float, dataset_size=None) -
 
 
 def measured_rate(cfg: CollapseConfig, min_time: float = 2.0) -> float:
-    """Images/s of the real train step of ``cfg``'s first cell (all its seeds), timed for
-    ``min_time`` seconds after compiling (``experiments.bench.train.measure``)."""
+    """Images/s of the real train step of ``cfg``'s first program (all its seeds; a group's
+    runs), timed for ``min_time`` seconds after compiling
+    (``experiments.bench.train.measure``)."""
     from experiments.bench.train import measure
 
-    t = cfg.train_config(cfg.datasets[0], cfg.methods[0] if cfg.methods else "dense")
+    _, dataset, arms = next(u for u in cfg.units() if u[2][0] != WARMUP)
+    t = cfg.unit_config(dataset, arms)
     return measure(t.dataset, t.method, seeds=t.num_seeds, batch=t.batch_size,
-                   conv_impl=t.conv_impl, min_time=min_time)["images_per_s"]
+                   conv_impl=t.conv_impl, min_time=min_time, group=t.group)["images_per_s"]
 
 
 # --------------------------------------------------------------------------- running
@@ -319,35 +375,57 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
     datasets = {d: get_dataset(d, cfg.source, cfg.data_dir) for d in cfg.datasets}
     sources = {d: {"source": ds.source, "location": ds.location} for d, ds in datasets.items()}
     records: dict[str, list[dict]] = {}
-    for dataset, method in cfg.cells():
-        name = cell_name(dataset, method)
-        run_dir = out / "runs" / name
+    for unit, dataset, arms in cfg.units():
+        run_dir = out / "runs" / unit
+        method = arms[0]
         if (run_dir / "DONE").exists():
-            records[name] = read_records(run_dir / "metrics.jsonl")
-            print(f"[{label}] {name}: finished earlier, {len(records[name])} records",
-                  flush=True)
+            history = read_records(run_dir / "metrics.jsonl")
+            _split(records, dataset, arms, history)
+            print(f"[{label}] {unit}: finished earlier, {len(history)} records", flush=True)
             continue
-        tcfg = cfg.train_config(dataset, method)
+        tcfg = cfg.unit_config(dataset, arms)
         if method == "untrained":
-            print(f"[{label}] {name}: the initial parameters at k = {tcfg.schedule.end}, "
+            print(f"[{label}] {unit}: the initial parameters at k = {tcfg.schedule.end}, "
                   f"seeds {list(tcfg.seeds)}", flush=True)
-            records[name] = evaluate_init(tcfg, run_dir, dataset=datasets[dataset])
-            write_atomic(run_dir / "DONE", f"{len(records[name])} records\n")
+            history = evaluate_init(tcfg, run_dir, dataset=datasets[dataset])
+            _split(records, dataset, arms, history)
+            write_atomic(run_dir / "DONE", f"{len(history)} records\n")
             continue
         spe = tcfg.resolved_steps_per_epoch(len(datasets[dataset]))
-        init_from = None if init_root is None else init_root / "runs" / name
+        init_from = None if init_root is None else init_root / "runs" / unit
         if init_root is None and cfg.warm_started(method):
             init_from = out / "runs" / cell_name(dataset, WARMUP)
-        print(f"[{label}] {name}: {tcfg.epochs} epochs x {spe} steps, seeds "
-              f"{list(tcfg.seeds)}" + (f", from {init_from.name}" if init_from else ""),
-              flush=True)
+        print(f"[{label}] {unit}: {tcfg.epochs} epochs x {spe} steps, seeds "
+              f"{list(tcfg.seeds)}" + (f" of {' and '.join(arms)} in one program"
+                                       if len(arms) > 1 else "")
+              + (f", from {init_from.name}" if init_from else ""), flush=True)
         result = train(tcfg, run_dir, resume=resume, init_from=init_from,
                        dataset=datasets[dataset], tensorboard=tensorboard)
-        records[name] = result.history
+        _split(records, dataset, arms, result.history)
         if result.status != "done":
             return records, sources, result.status
         write_atomic(run_dir / "DONE", f"{len(result.history)} records\n")
     return records, sources, "done"
+
+
+def _split(records: dict, dataset: str, arms: tuple[str, ...], history: list[dict]) -> None:
+    """The records of one program into its cells' (a group's by each record's method)."""
+    if len(arms) == 1:
+        records[cell_name(dataset, arms[0])] = history
+        return
+    for arm in arms:
+        records[cell_name(dataset, arm)] = [r for r in history if r["method"] == arm]
+
+
+def cell_records(cfg: CollapseConfig, out: Path, dataset: str, arm: str) -> list[dict]:
+    """The records of one cell of the study in ``out`` (a group's, of that arm only)."""
+    from sparsejax.train.logs import read_records
+
+    run_dir, _ = cfg.run_dir(out, dataset, arm)
+    records: dict[str, list[dict]] = {}
+    arms = next(a for _, d, a in cfg.units() if d == dataset and arm in a)
+    _split(records, dataset, arms, read_records(run_dir / "metrics.jsonl"))
+    return records[cell_name(dataset, arm)]
 
 
 def run_cells_or_exit_code(cfg: CollapseConfig, out: Path, **kwargs):
@@ -371,6 +449,7 @@ def config_dict(cfg: CollapseConfig) -> dict:
     from sparsejax.train.config import to_dict
 
     d = dataclasses.asdict(cfg)
+    d["group"] = "on" if cfg.grouped else "off"  # resolved: a revival finds the same runs
     d["cells"] = {cell_name(*c): to_dict(cfg.train_config(*c)) for c in cfg.cells()}
     return d
 
@@ -393,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of the shared ReLU warm-up (default: the preset's; 0: none)")
     p.add_argument("--one-pass", action="store_true",
                    help="epochs of one pass over each dataset, as the paper (unequal steps)")
+    p.add_argument("--group", choices=GROUP_CHOICES, default="auto",
+                   help="train each dataset's Top-k and L1 cells in one program (auto: on "
+                        "where seeds are vmapped, i.e. accelerators; off on CPU)")
     p.add_argument("--source", default="auto", help="auto | procedural | file | tfds")
     p.add_argument("--data-dir", help="real dataset copies (default: $SPARSEJAX_DATA_DIR)")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
@@ -412,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> CollapseConfig:
     from sparsejax.train import config as config_lib
 
-    overrides: dict[str, Any] = {"source": args.source, "data_dir": args.data_dir}
+    overrides: dict[str, Any] = {"source": args.source, "data_dir": args.data_dir,
+                                 "group": args.group}
     if args.seeds is not None:
         overrides["num_seeds"] = args.seeds
     if args.seed is not None:
@@ -544,9 +627,11 @@ def recon_floors(cfg: CollapseConfig) -> dict[str, float]:
 
 
 def _traversal_run(cfg: CollapseConfig, out: Path) -> Path | None:
+    """The run directory of the first sparse cell, whose first seed is run 0 there (a
+    group's Top-k runs come first)."""
     for d, m in cfg.cells():
         if m in SPARSE_METHODS:
-            return out / "runs" / cell_name(d, m)
+            return cfg.run_dir(out, d, m)[0]
     return None
 
 

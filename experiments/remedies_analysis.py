@@ -136,11 +136,12 @@ def mig_blind_spot(grid, out: Path, dataset: str, arm: str = "topk") -> dict:
     from sparsejax.train.loop import load_run
     from sparsejax.train.mesh import make_mesh
 
-    run = load_run(out / "runs" / cell_name(dataset, arm))
+    run_dir, first = grid.run_dir(out, dataset, arm)
+    run = load_run(run_dir)
     cfg = run.config
     ds = get_dataset(dataset, grid.source, grid.data_dir)
     evaluate = make_evaluator(cfg, run.graphdef, ds, make_mesh())
-    ev = evaluate(run.state.params, cfg.schedule.end, cfg.last_eval_size).run(0)
+    ev = evaluate(run.state.params, cfg.schedule.end, cfg.last_eval_size).run(first)
     h_nxN, factors = np.asarray(ev.h, np.float64), ev.factors
     alive_N = ev.counts[list(cfg.thresholds).index(0.0)] > 0
     constant_nxC = np.full((h_nxN.shape[0], CONSTANT_UNITS), 1.0)

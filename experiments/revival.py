@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.collapse import revival_config, run_cells_or_exit_code
+from experiments.collapse import cell_records, revival_config, run_cells_or_exit_code
 from experiments.collapse_paper import PAPER_K, cell_name
 from experiments.collapse_render import fill, load_template, md_table, pm
 from experiments.collapse_stats import by_run, dead_masks, mean_std, tau_keys, tau_label
@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from sparsejax.train import ConfigError
-    from sparsejax.train.logs import read_records
 
     src, out = Path(args.source_dir), output_path(args.out)
     res_path = src / "results.json"
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     before = {}
     for d, m in cfg.cells():
-        recs = read_records(src / "runs" / cell_name(d, m) / "metrics.jsonl")
+        recs = cell_records(cfg, src, d, m)
         before[cell_name(d, m)] = {s: rs[-1] for s, rs in by_run(recs).items()}
     command = "python -m experiments revival " + shlex.join(sys.argv[2:] if argv is None
                                                              else argv)

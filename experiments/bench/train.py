@@ -7,8 +7,11 @@ forward, backward, Adam, firing counts) at batch 64, k = 50. Beside each figure,
 compiled step, ``flops_per_step``) ran at the device's measured dense matmul rate. Rows:
 one seed; one seed with ``SCAN_STEPS`` steps per dispatch (``TrainConfig.scan_steps``: the
 host's dispatch gap between steps removed, ``vs_one_step`` beside the one-step figure); S
-seeds in one program; and on CPU the same step with the plain strided and transposed
-convolutions (``conv_impl="lax"``) that the phase forms replace there.
+seeds in one program; the group of the collapse study (``TrainConfig.group``: every seed
+of Top-k and of L1 in one program, vmapped on accelerators; one seed of each, unrolled, on
+CPU), ``vs_one_model`` beside the one-seed figure; and on CPU the same step with the plain
+strided and transposed convolutions (``conv_impl="lax"``) that the phase forms replace
+there.
 
 On CPU the one-seed row also carries
 
@@ -64,20 +67,21 @@ OURS_BESIDE_PEER_IMAGES_PER_S = 118.2
 
 def measure(dataset: str = "dsprites", method: str = "topk", seeds: int = 1,
             conv_impl: str = "auto", min_time: float = 3.0, batch: int = BATCH,
-            scan_steps: int | None = None) -> dict:
-    """Images/s of the train step (all seeds), its FLOPs per step and the FLOP floor;
-    with ``scan_steps`` T, of the dispatch that scans T steps (``TrainConfig.scan_steps``).
+            scan_steps: int | None = None, group: tuple[str, ...] = ()) -> dict:
+    """Images/s of the train step (all runs), its FLOPs per step and the FLOP floor;
+    with ``scan_steps`` T, of the dispatch that scans T steps (``TrainConfig.scan_steps``);
+    with ``group``, of every seed of ``method`` and of each group method in one program.
 
     Cached: a second bench (``paper_estimate``) or the collapse dry run in the same process
     reuses the timing of the same setting instead of repeating it."""
     return dict(_measure(dataset, method, seeds, conv_impl, float(min_time), batch,
-                         scan_steps))
+                         scan_steps, tuple(group)))
 
 
 @functools.cache
-def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps) -> dict:
+def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps, group) -> dict:
     cfg = preset("paper", dataset=dataset, method=method, num_seeds=seeds, batch_size=batch,
-                 conv_impl=conv_impl)
+                 conv_impl=conv_impl, group=group)
     ds = get_dataset(dataset, "procedural")
     mesh = make_mesh()
     channels = ds.observation_shape[-1]
@@ -93,7 +97,7 @@ def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps) -> 
         flops = float(cost.get("flops", float("nan")))
     else:  # XLA:CPU's cost analysis counts a loop body once, whatever its trip count
         flops = _measure(dataset, method, seeds, conv_impl, min_time, batch,
-                         None)["flops_per_step"]
+                         None, group)["flops_per_step"]
     for _ in range(3):  # warm up (first calls allocate)
         state, m = compiled(state, k)
     jax.block_until_ready(m)
@@ -107,14 +111,15 @@ def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps) -> 
         if elapsed >= min_time:
             break
     steps *= t
-    images = steps * batch * seeds
+    runs = cfg.num_runs
+    images = steps * batch * runs
     rate = timing.matmul_flops_per_s()
     return {"dataset": dataset, "method": method, "k": K, "batch": batch, "seeds": seeds,
-            "scan_steps": t,
+            "group": list(group), "runs": runs, "scan_steps": t,
             "conv_impl": resolve_conv_impl(conv_impl), "seed_map": resolve_seed_map(cfg.seed_map)
-            if seeds > 1 else None, "images_per_s": round(images / elapsed, 1),
+            if runs > 1 else None, "images_per_s": round(images / elapsed, 1),
             "ms_per_step": round(1e3 * elapsed / steps, 2), "flops_per_step": flops,
-            "floor_images_per_s": round(rate / flops * batch * seeds, 1),
+            "floor_images_per_s": round(rate / flops * batch * runs, 1),
             "matmul_flops_per_s": rate}
 
 
@@ -124,6 +129,7 @@ def train_hybrid():
         yield ours
         yield _scanned(ours)
         yield measure(seeds=SEEDS)
+        yield _grouped(ours, SEEDS)
         return
     plain = measure(conv_impl="lax", min_time=2.0)  # the plain Flax formulation
     plain_floor = plain["matmul_flops_per_s"] / plain["flops_per_step"] * BATCH
@@ -136,6 +142,7 @@ def train_hybrid():
            "vs_plain_floor": round(ours["images_per_s"] / plain_floor, 3)}
     yield _scanned(ours)
     yield measure(seeds=SEEDS)  # unrolled on CPU (vmapped convs are grouped convs there)
+    yield _grouped(ours, 1)
     yield plain
 
 
@@ -144,6 +151,13 @@ def _scanned(one_step: dict) -> dict:
     row = measure(scan_steps=SCAN_STEPS)
     return {**row, "one_step_images_per_s": one_step["images_per_s"],
             "vs_one_step": round(row["images_per_s"] / one_step["images_per_s"], 3)}
+
+
+def _grouped(one_model: dict, seeds: int) -> dict:
+    """The row of Top-k and L1 in one program (``seeds`` of each), beside one model's."""
+    row = measure(seeds=seeds, group=("l1",))
+    return {**row, "one_model_images_per_s": one_model["images_per_s"],
+            "vs_one_model": round(row["images_per_s"] / one_model["images_per_s"], 3)}
 
 
 def eval_hybrid():

@@ -38,6 +38,9 @@ SPARSE_METHODS = ("topk", "l1")  # Top-k (hard) and ReLU + L1 (soft): the paper'
 # the remedies' BatchTopK and JumpReLU
 LAYER_METHODS = (*SPARSE_METHODS, "batchtopk", "jumprelu")
 PENALISED = ("l1", "jumprelu")  # methods whose penalty the controller steers to the k target
+# methods whose graph computes others exactly, so they can train in one program
+# (TrainConfig.group): Top-k at k = N is ReLU, the L1 arm's sparsifier
+GROUPABLE = {"topk": ("l1",)}
 METHODS = (*LAYER_METHODS, "dense")  # "dense": the plain VAE, no sparse layer
 PLACEMENTS = ("hidden", "latent")
 

@@ -26,7 +26,7 @@ from typing import Any
 from sparsejax.data import DATASETS, SOURCE_CHOICES
 from sparsejax.metrics.dead_units import DEAD_THRESHOLDS
 from sparsejax.models.conv import COMPUTE_DTYPES, CONV_IMPLS
-from sparsejax.models.vae import METHODS, PLACEMENTS
+from sparsejax.models.vae import GROUPABLE, METHODS, PENALISED, PLACEMENTS
 from sparsejax.ops import IMPLS as TOPK_IMPLS
 from sparsejax.sparsity.controller import L1Controller
 from sparsejax.sparsity.remedies import RemedyConfig
@@ -81,6 +81,11 @@ class TrainConfig:
     Optimiser: Adam(``learning_rate``, 0.9, 0.999, 1e-8) as disentanglement_lib.
     Seeds: ``num_seeds`` runs with seeds ``seed, seed + 1, ...`` train in one program
     (``seed_map``: vmapped, or unrolled side by side; "auto" unrolls on CPU).
+    Groups: ``group`` names further methods that train in the same program, each with the
+    same seeds (:attr:`runs`: ``method``'s seeds first). Top-k's graph serves them: the L1
+    arm is Top-k at k = N with its penalty switched on per run (ReLU(TopK(pre, N)) is
+    ReLU(pre)), so ``method="topk", group=("l1",)`` trains both arms as one vmapped model
+    on an accelerator, each run computing what it would alone.
     Implementations: ``topk_impl`` (:func:`sparsejax.ops.topk`), ``conv_impl``
     (:mod:`sparsejax.models.conv`); "auto" picks per backend. ``compute_dtype``: of the
     encoder's and decoder's convs and matmuls (``bfloat16``: mixed precision, with float32
@@ -126,6 +131,8 @@ class TrainConfig:
     thresholds: tuple[float, ...] = DEAD_THRESHOLDS
     seed: int = option(0, affects="numbers")
     num_seeds: int = 1
+    # methods sharing the program with `method` (GROUPABLE), each with num_seeds seeds
+    group: tuple[str, ...] = option((), affects="model")
     log_every: int = option(50, affects="nothing")
     keep_checkpoints: int = option(2, affects="nothing")
     # optimiser steps per dispatch (a lax.scan on the device; device-rendered data only):
@@ -185,16 +192,63 @@ class TrainConfig:
             if not 1 <= k <= self.num_units:
                 raise ConfigError(f"schedule.{end} = {k} is out of range: k must be within "
                                   f"1..num_units = 1..{self.num_units}")
+        self._check_group()
         ts = tuple(self.thresholds)
         if not ts or any(not isinstance(t, (int, float)) or not t >= 0 or not math.isfinite(t)
                          for t in ts):
             raise ConfigError(f"thresholds must be finite numbers >= 0, got {self.thresholds!r}")
         object.__setattr__(self, "thresholds", tuple(float(t) for t in ts))
 
+    def _check_group(self):
+        group = tuple(self.group) if isinstance(self.group, (list, tuple)) else None
+        if group is None or any(not isinstance(m, str) for m in group):
+            raise ConfigError(f"group must be a list of method names, got {self.group!r}")
+        object.__setattr__(self, "group", group)
+        if not group:
+            return
+        if self.method not in GROUPABLE:
+            raise ConfigError(f"group={list(group)} needs a method whose graph serves it: "
+                              f"method must be one of {sorted(GROUPABLE)}, got {self.method!r}")
+        bad = [m for m in group if m not in GROUPABLE[self.method]]
+        if bad or len(set(group)) < len(group):
+            raise ConfigError(f"group={list(group)}: expected distinct methods from "
+                              f"{list(GROUPABLE[self.method])} (the ones {self.method!r}'s "
+                              f"graph computes exactly)")
+        if not self.topk_relu:
+            raise ConfigError(f"group={list(group)} needs topk_relu=true: the L1 arm's "
+                              "ReLU is Top-k at k = N only with the ReLU")
+        if self.remedy.resample_every:
+            raise ConfigError("remedy.resample_every is not supported in a group (group="
+                              f"{list(group)}): train the arms apart")
+
     # -- derived ---------------------------------------------------------------------------
     @property
     def seeds(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.num_seeds))
+
+    @property
+    def runs(self) -> tuple[tuple[str, int], ...]:
+        """``(method, seed)`` of every run of the program, in state order: ``method``'s
+        seeds, then each ``group`` method's."""
+        return tuple((m, s) for m in (self.method, *self.group) for s in self.seeds)
+
+    @property
+    def num_runs(self) -> int:
+        """S, the length of the train state's leading axis."""
+        return len(self.runs)
+
+    @property
+    def run_names(self) -> tuple[str, ...]:
+        """A name per run (``seed_<s>``; in a group ``<method>_seed_<s>``): its
+        TensorBoard directory and the ``run`` of its records."""
+        if not self.group:
+            return tuple(f"seed_{s}" for _, s in self.runs)
+        return tuple(f"{m}_seed_{s}" for m, s in self.runs)
+
+    @property
+    def penalised_runs(self) -> tuple[bool, ...]:
+        """Per run, whether the L1 controller's penalty is on (``PENALISED`` methods)."""
+        return tuple(m in PENALISED for m, _ in self.runs)
 
     @property
     def sparse(self) -> bool:
@@ -239,7 +293,7 @@ _NESTED = {"schedule": KSchedule, "controller": L1Controller, "remedy": RemedyCo
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """A JSON-ready dict (nested dataclasses as dicts, tuples as lists)."""
     d = dataclasses.asdict(cfg)
-    d["thresholds"] = list(d["thresholds"])
+    d["thresholds"], d["group"] = list(d["thresholds"]), list(d["group"])
     return d
 
 
@@ -347,7 +401,8 @@ def _parse(tp, text: str, field: str):
         if tp is str:
             return text
         if typing.get_origin(tp) is tuple:
-            return tuple(float(t) for t in text.split(",") if t)
+            item = typing.get_args(tp)[0]
+            return tuple(item(t) for t in text.split(",") if t)
     except ValueError:
         raise ConfigError(f"{field}={text!r}: expected a value of type {tp}") from None
     raise ConfigError(f"{field} cannot be set from the command line")

@@ -31,7 +31,7 @@ from sparsejax.models.vae import loss_terms
 from sparsejax.train.config import TrainConfig
 from sparsejax.train.hybrid import HybridModel
 from sparsejax.train.mesh import batch_sharding, global_array, replicated
-from sparsejax.train.seeds import over_seeds
+from sparsejax.train.seeds import layer_k, over_runs
 
 EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0", "penalty")
 
@@ -135,10 +135,10 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
     on_device = dataset.on_device
     model = HybridModel(cfg, dataset.observation_shape[-1], graphdef)
 
-    def evaluate_chunk(params, k, xin, eps, mask):
+    def evaluate_chunk(params, k, pen, xin, eps, mask):
         x = dataset.render(xin) if on_device else xin
         x = jax.lax.with_sharding_constraint(x, x_sharding)
-        out = model.apply(params, x, eps, k)
+        out = model.apply(params, x, eps, layer_k(cfg, k, pen))
         terms = loss_terms(out, x, reduce=False)
         sums = {name: jnp.sum(terms[name] * mask) for name in EVAL_TERMS}
         if out.h is None:
@@ -153,8 +153,7 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
         return out.mu, h, sums, counts
 
     rep = replicated(mesh)
-    chunk_S = over_seeds(evaluate_chunk, cfg.num_seeds, (0, None, None, None, None),
-                         cfg.seed_map)
+    chunk_S = over_runs(evaluate_chunk, cfg, (0, None, None, None, None))
     fn = jax.jit(chunk_S, in_shardings=(rep, rep, x_sharding, x_sharding, x_sharding),
                  out_shardings=rep)
 

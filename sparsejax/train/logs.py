@@ -18,9 +18,9 @@ METRICS_FILE = "metrics.jsonl"
 
 class MetricsLog:
     """Epoch records as JSON lines in ``DIR/metrics.jsonl``, and TensorBoard events in
-    ``DIR/tb/seed_<s>/`` (tensorboardX; no TensorFlow needed)."""
+    ``DIR/tb/<run>/`` per run name (``seed_<s>``; tensorboardX, no TensorFlow needed)."""
 
-    def __init__(self, out_dir: str | Path, seeds: Sequence[int], *, tensorboard: bool = True):
+    def __init__(self, out_dir: str | Path, runs: Sequence[str], *, tensorboard: bool = True):
         import jax
 
         self.path = Path(out_dir) / METRICS_FILE
@@ -31,7 +31,7 @@ class MetricsLog:
         if tensorboard and self.writer:
             from tensorboardX import SummaryWriter
 
-            self._tb = {s: SummaryWriter(str(Path(out_dir) / "tb" / f"seed_{s}")) for s in seeds}
+            self._tb = {r: SummaryWriter(str(Path(out_dir) / "tb" / r)) for r in runs}
 
     def records(self) -> list[dict]:
         """All records in the file (a torn last line from a crash is skipped; any other
@@ -62,7 +62,7 @@ class MetricsLog:
                 f.write(json.dumps(r) + "\n")
             f.flush()
         for r in records:
-            tb = self._tb.get(r["seed"])
+            tb = self._tb.get(r.get("run", f"seed_{r['seed']}"))
             if tb is None:
                 continue
             step = r["step"]
@@ -83,10 +83,10 @@ class MetricsLog:
                                  np.log10(np.maximum(freq, 1.0 / (10 * r["eval_size"]))), step)
             tb.flush()
 
-    def step_scalars(self, seeds: Sequence[int], step: int, scalars: dict[str, np.ndarray]):
-        """Step-level training curves (loss terms per seed) for TensorBoard."""
-        for i, s in enumerate(seeds):
-            tb = self._tb.get(s)
+    def step_scalars(self, runs: Sequence[str], step: int, scalars: dict[str, np.ndarray]):
+        """Step-level training curves (loss terms per run) for TensorBoard."""
+        for i, r in enumerate(runs):
+            tb = self._tb.get(r)
             if tb is not None:
                 for name, v in scalars.items():
                     tb.add_scalar(f"step/{name}", float(v[i]), step)

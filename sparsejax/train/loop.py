@@ -75,7 +75,7 @@ class TrainResult:
     out_dir: Path
 
     def model(self, i: int = 0) -> nnx.Module:
-        """The trained model of run ``i`` (seed ``config.seeds[i]``)."""
+        """The trained model of run ``i`` (``config.runs[i]``: its method and seed)."""
         return nnx.merge(self.graphdef, jax.tree.map(lambda x: x[i], self.state.params))
 
 
@@ -84,7 +84,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
           on_epoch: Callable[[list[dict]], None] | None = None,
           devices: Sequence[jax.Device] | None = None, dataset: FactorDataset | None = None,
           tensorboard: bool = True, progress_tty: bool | None = None) -> TrainResult:
-    """Train ``cfg.num_seeds`` runs of ``cfg`` together and evaluate them every epoch.
+    """Train the ``cfg.num_runs`` runs of ``cfg`` (its seeds, of every method of its
+    ``group``) together and evaluate them every epoch.
 
     Args:
       cfg: the configuration (validated when built).
@@ -113,7 +114,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         ds = dataset if dataset is not None else get_dataset(cfg.dataset, cfg.source,
                                                               cfg.data_dir)
         ckpt = Checkpointer(out / CHECKPOINT_DIR, keep=cfg.keep_checkpoints)
-        log = MetricsLog(out, cfg.seeds, tensorboard=tensorboard)
+        log = MetricsLog(out, cfg.run_names, tensorboard=tensorboard)
         try:
             state, epoch, step_in_epoch = _restore_or_init(cfg, ds, mesh, ckpt, resume,
                                                            init_from)
@@ -124,7 +125,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             trainer = HybridTrainer(cfg, ds, mesh, log, metrics_fn, state)
             progress = Progress(cfg.epochs * trainer.steps_per_epoch,
                                 epoch * trainer.steps_per_epoch + step_in_epoch,
-                                cfg.batch_size * cfg.num_seeds, tty=progress_tty)
+                                cfg.batch_size * cfg.num_runs, tty=progress_tty)
             trainer.progress = progress
             state, status = run_epochs(trainer, state, ckpt, progress, epoch=epoch,
                                        step_in_epoch=step_in_epoch, on_epoch=on_epoch)
@@ -170,7 +171,11 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
     channels = ds.observation_shape[-1]
     rep = replicated(mesh)
     if resume and ckpt.latest_step() is not None:
-        check_resumable(ckpt.metadata()["config"], config_lib.to_dict(cfg),
+        saved = ckpt.metadata()["config"]
+        # a field added since that run was saved: its default computes what the run did
+        saved = {**{n: v for n, v in config_lib.to_dict(TrainConfig()).items()
+                    if n not in saved}, **saved}
+        check_resumable(saved, config_lib.to_dict(cfg),
                         free=config_lib.resumable_fields(TrainConfig))
         state, meta = ckpt.restore(abstract_state(cfg, channels, rep))
         return state, int(meta["epoch"]), int(meta["step_in_epoch"])
@@ -187,9 +192,15 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
         if differ:
             raise ConfigError(f"--init-from {init_from} holds a different model ("
                               + "; ".join(differ) + "): the model's shape must match")
-        src_cfg = config_lib.from_dict({**now, **{n: saved[n] for n in (
-            "method", "sparse_input", "sparse_init", "topk_relu", "remedy") if n in saved}})
+        src_cfg = config_lib.from_dict({**now, "group": (), **{n: saved[n] for n in (
+            "method", "sparse_input", "sparse_init", "topk_relu", "remedy", "group")
+            if n in saved}})
         source, _ = src.restore(abstract_state(src_cfg, channels, rep))
+        if src_cfg.num_runs == cfg.num_seeds and cfg.group:
+            # one run per seed there (a shared warm-up): every method of the group starts
+            # its seed's run from it (cfg.runs is method-major)
+            source = jax.tree.map(lambda a: jnp.concatenate([a] * (1 + len(cfg.group))),
+                                  source)
     try:  # what the two models share comes from the source (a new sparsifier's are fresh)
         state = graft(init_state(cfg, channels, rep), source)
     except ValueError as e:
@@ -227,7 +238,7 @@ def _prepare(cfg: TrainConfig, ds: FactorDataset, state: TrainState, rep, *,
 
     host = jax.device_get(state)
     params, opts = [], []
-    for i, seed in enumerate(cfg.seeds):
+    for i, (_, seed) in enumerate(cfg.runs):
         p, o = prepare_seed(jax.random.fold_in(base, seed), *jax.tree.map(
             lambda a: a[i], (host.params, host.opt_state)))
         params.append(p)
@@ -244,7 +255,9 @@ def _shape_of(field: str, value):
     share)."""
     if field == "method" and value in LAYER_METHODS:
         return "sparse"
-    return None if field == "sparse_input" else value
+    # the input's whitening only adds parameters; a group only adds runs (and a run per
+    # seed there starts each method of the group here)
+    return None if field in ("sparse_input", "group") else value
 
 
 class HybridTrainer(Trainer):
@@ -256,7 +269,7 @@ class HybridTrainer(Trainer):
         self.cfg, self.ds, self.metrics_log, self.metrics_fn = cfg, ds, log, metrics_fn
         self.epochs, self.log_every = cfg.epochs, cfg.log_every
         self.steps_per_epoch = cfg.resolved_steps_per_epoch(len(ds))
-        self.run_names = [f"seed {s}" for s in cfg.seeds]
+        self.run_names = [n.replace("_", " ") for n in cfg.run_names]
         self.config = config_lib.to_dict(cfg)
         (self.graphdef, self.step_fn, self.evaluate, self.reset, self.resample_fn,
          self.scan_fn) = _compiled(cfg, ds, mesh)
@@ -323,7 +336,7 @@ class HybridTrainer(Trainer):
             self.ds, self._key_data, self.step_count, self.cfg.batch_size), self._images))
 
     def log(self, done: int, epoch: int, metrics: dict) -> str:
-        self.metrics_log.step_scalars(self.cfg.seeds, done,
+        self.metrics_log.step_scalars(self.cfg.run_names, done,
                                       {n: metrics[n] for n in (*LOSS_TERMS, "l1_coef")})
         return (f"epoch {epoch + 1}/{self.epochs} loss {float(np.mean(metrics['loss'])):.3f} "
                 f"k {self.k(*self._last)} L0 {float(np.mean(metrics['l0'])):.1f}")
@@ -333,7 +346,7 @@ class HybridTrainer(Trainer):
         ev = self.evaluate(state.params, k, self.cfg.eval_size_at(epoch))
         records = epoch_records(
             self.cfg, epoch, k, state, ev, self.metrics_fn,
-            images_per_s=timing.steps * self.cfg.batch_size * self.cfg.num_seeds
+            images_per_s=timing.steps * self.cfg.batch_size * self.cfg.num_runs
             / max(timing.train_s, 1e-9),
             train_time_s=timing.train_s, epoch_time_s=time.perf_counter() - timing.started)
         self.metrics_log.write(records)
@@ -377,9 +390,10 @@ def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
 # --------------------------------------------------------------------------- records
 def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: EvalResult,
                   metrics_fn: MetricsFn | None, **extra) -> list[dict]:
-    """One JSON-able record per seed for a finished epoch.
+    """One JSON-able record per run for a finished epoch.
 
-    Fields: ``epoch``, ``seed``, ``step`` (global, after the epoch), ``k`` (the target),
+    Fields: ``epoch``, ``seed``, ``method`` and ``run`` (its name, ``cfg.run_names``),
+    ``step`` (global, after the epoch), ``k`` (the target),
     ``l1_coef`` and ``l0_ema`` (controller), ``train`` (means of the epoch's loss terms),
     ``eval`` (loss terms on the evaluation set; ``l0`` there is the achieved mean L0),
     ``dead_fraction`` (per threshold: units never above it on the evaluation set),
@@ -392,19 +406,20 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
     host = jax.device_get({"step": state.step, "sums": state.sums, "fire": state.fire,
                            "log_coef": state.ctrl.log_coef, "l0_ema": state.ctrl.l0_ema})
     records = []
-    for i, seed in enumerate(cfg.seeds):
+    for i, ((method, seed), name) in enumerate(zip(cfg.runs, cfg.run_names)):
         steps = max(float(host["sums"]["steps"][i]), 1.0)
         run = ev.run(i)
-        coef = float(np.exp(host["log_coef"][i])) if cfg.method in PENALISED else 0.0
+        penalised = method in PENALISED
+        coef = float(np.exp(host["log_coef"][i])) if penalised else 0.0
         eval_terms = dict(run.terms)
         eval_terms["loss"] = (eval_terms["recon"] + cfg.beta * eval_terms["kl"]
                               + cfg.sae_weight * eval_terms["sae"]
                               + coef * eval_terms["penalty"])
         rec = {
-            "epoch": epoch, "seed": seed, "step": int(host["step"][i]), "k": int(k),
-            "method": cfg.method, "dataset": cfg.dataset,
+            "epoch": epoch, "seed": seed, "run": name, "step": int(host["step"][i]),
+            "k": int(k), "method": method, "dataset": cfg.dataset,
             "l1_coef": coef,
-            "l0_ema": float(host["l0_ema"][i]) if cfg.method in PENALISED else None,
+            "l0_ema": float(host["l0_ema"][i]) if penalised else None,
             "train": {n: float(host["sums"][n][i]) / steps for n in LOSS_TERMS},
             "eval": eval_terms,
             "dead_fraction": run.dead_fraction(),
@@ -426,7 +441,7 @@ def _epoch_line(records: list[dict]) -> str:
     for r in records:
         dead = r["dead_fraction"].get("0")
         mig = r.get("mig_mean")
-        parts.append(f"seed {r['seed']}: loss {r['eval']['loss']:.2f} recon "
+        parts.append(f"{r['run'].replace('_', ' ')}: loss {r['eval']['loss']:.2f} recon "
                      f"{r['eval']['recon']:.2f} kl {r['eval']['kl']:.2f} L0 {r['eval']['l0']:.1f}"
                      + (f" dead {100 * dead:.1f}%" if dead is not None else "")
                      + (f" MIG {mig:.3f}" if mig is not None else ""))

@@ -344,7 +344,7 @@ def train(acts: np.ndarray, cfg: sae.SAEConfig, tcfg: SAETrainConfig, out_dir: s
         refuse_existing_run(out, resume)
         rep = replicated(mesh)
         ckpt = Checkpointer(out / CHECKPOINT_DIR)
-        log = MetricsLog(out, (tcfg.seed,), tensorboard=False)
+        log = MetricsLog(out, (), tensorboard=False)
         try:
             epoch = step_in_epoch = 0
             if resume and ckpt.latest_step() is not None:

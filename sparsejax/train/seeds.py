@@ -1,5 +1,8 @@
 """Several runs of one model in one program: the leading seed axis S of a train state.
 
+The runs of a group (``TrainConfig.group``) differ in one per-run flag beside their seed,
+``pen``: whether the run's L1 penalty is on (:func:`over_runs`, :func:`per_run`).
+
 A study trains S seeds (or settings) of one shape together, so a sweep fills an
 accelerator. :func:`over_seeds` maps a one-run function over the seed axis, vmapped on
 accelerators and unrolled on CPU (:func:`resolve_seed_map`); either way run i computes
@@ -14,6 +17,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SEED_MAPS = ("auto", "vmap", "unroll")
 AUTO_SEED_MAP = {"cpu": "unroll"}  # backends not listed vmap
@@ -60,3 +64,35 @@ def over_seeds(fn: Callable, num_seeds: int, in_axes: tuple, mode: str = "auto")
         return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
     return apply
+
+
+def per_run(pen, on, off):
+    """``on`` for a penalised run, else ``off``: chosen in Python for a run alone (``pen`` a
+    bool, so the program holds one branch), per run by ``jnp.where`` in a group (``pen``
+    traced). ``on`` may be a thunk, called only where it can be chosen."""
+    if isinstance(pen, bool):
+        return (on() if callable(on) else on) if pen else off
+    on = on() if callable(on) else on
+    return jax.tree.map(lambda a, b: jnp.where(pen, a, b), on, off)
+
+
+def layer_k(cfg, k: jax.Array, pen) -> jax.Array:
+    """The k a run's sparse layer uses: in a group, N for the penalised (L1) runs, whose
+    ReLU is Top-k at k = N; the target k otherwise (the L1 arm's ReLU ignores it)."""
+    return per_run(pen, jnp.int32(cfg.num_units), k) if cfg.group else k
+
+
+def over_runs(fn: Callable, cfg, in_axes: tuple) -> Callable:
+    """``fn(state, k, pen, *rest)`` of one run, over the S runs of ``cfg``: ``in_axes``
+    gives the axes of ``(state, k, *rest)``; ``pen`` is each run's
+    ``cfg.penalised_runs`` entry, a Python bool for a run alone or a group of one method,
+    a mapped constant in a group."""
+    pens = cfg.penalised_runs
+    if len(set(pens)) == 1:
+        pen = pens[0]
+        return over_seeds(lambda s, k, *rest: fn(s, k, pen, *rest), cfg.num_runs, in_axes,
+                          cfg.seed_map)
+    mapped = over_seeds(fn, cfg.num_runs, (in_axes[0], in_axes[1], 0, *in_axes[2:]),
+                        cfg.seed_map)
+    pen_S = np.asarray(pens)
+    return lambda s, k, *rest: mapped(s, k, jnp.asarray(pen_S), *rest)

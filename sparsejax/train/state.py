@@ -113,14 +113,14 @@ def graft(fresh: TrainState, source: TrainState) -> TrainState:
 
 
 def init_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:
-    """The states of all ``cfg.seeds``, stacked on a leading axis S (placed by ``sharding``).
+    """The states of all ``cfg.runs``, stacked on a leading axis S (placed by ``sharding``).
 
     Each run is initialised on its own, eagerly: this is exactly S separate runs, and it
     avoids compiling one large program of random initialisers (slow on XLA:CPU) for a
     computation that runs once.
     """
     with jax.default_device(_host_device()):
-        runs = [init_one(cfg, channels, jnp.uint32(s)) for s in cfg.seeds]
+        runs = [init_one(cfg, channels, jnp.uint32(s)) for _, s in cfg.runs]
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *runs)
     return jax.device_put(stacked, sharding) if sharding is not None else \
         jax.tree.map(jnp.asarray, stacked)
@@ -137,7 +137,7 @@ def _host_device() -> jax.Device:
 
 def abstract_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:
     """Shapes, dtypes (and ``sharding``) of :func:`init_state`'s result; nothing is computed."""
-    seeds = jax.ShapeDtypeStruct((cfg.num_seeds,), jnp.uint32)
+    seeds = jax.ShapeDtypeStruct((cfg.num_runs,), jnp.uint32)
     shapes = jax.eval_shape(jax.vmap(lambda s: init_one(cfg, channels, s)), seeds)
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                         shapes)

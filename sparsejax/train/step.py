@@ -13,7 +13,9 @@ global shape on any mesh (JAX's partitionable threefry gives the same numbers ho
 array is sharded), so 1 and 4 devices compute the same function.
 
 Seeds: the step of one run is mapped over the state's leading seed axis S
-(:func:`sparsejax.train.seeds.over_seeds`).
+(:func:`sparsejax.train.seeds.over_seeds`). A group (``TrainConfig.group``: Top-k and L1
+in one graph) maps one more per-run argument, whether the run's penalty is on: an L1 run
+sparsifies with k = N and its controller's coefficient, a Top-k run with k and none.
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sparsejax.data import FactorDataset
-from sparsejax.models.vae import PENALISED
 from sparsejax.sparsity.remedies import dead_mask
 from sparsejax.train.config import TrainConfig
 from sparsejax.train.engine import gradient_step
 from sparsejax.train.hybrid import HybridModel
 from sparsejax.train.mesh import batch_sharding, check_batch, replicated
-from sparsejax.train.seeds import over_seeds
+from sparsejax.train.seeds import layer_k, over_runs, per_run
 from sparsejax.train.state import TrainState, optimizer
 
 
@@ -80,15 +81,16 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
     tx = optimizer(cfg)
     b, num_latents = cfg.batch_size, cfg.num_latents
     x_sharding = batch_sharding(mesh)
-    use_l1 = cfg.method in PENALISED  # the controller steers the penalty to the k target
     ctrl = cfg.controller
 
-    def run_step(state: TrainState, k: jax.Array, images=None):
+    def run_step(state: TrainState, k: jax.Array, pen, images=None):
+        # pen: the controller steers this run's penalty to the k target (PENALISED)
         x, eps = step_batch(dataset, state, b, num_latents, x_sharding, images)
-        coef = ctrl.coef(state.ctrl) if use_l1 else jnp.zeros((), jnp.float32)
+        coef = per_run(pen, lambda: ctrl.coef(state.ctrl), jnp.zeros((), jnp.float32))
         dead = dead_mask(state.last_fired, state.step, cfg.remedy.dead_after)
         params, opt_state, loss, (terms, h) = gradient_step(
-            model, tx, state.params, state.opt_state, (x, eps, dead), (k, coef))
+            model, tx, state.params, state.opt_state, (x, eps, dead),
+            (layer_k(cfg, k, pen), coef))
         params = model.after_update(params, h)
         terms = {"loss": loss, **terms}
         if h is None:
@@ -97,7 +99,7 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
             fired = jnp.sum(h > 0, axis=0, dtype=jnp.int32)
             fire = state.fire + fired
             last_fired = jnp.where(fired > 0, state.step + 1, state.last_fired)
-        new_ctrl = ctrl.update(state.ctrl, terms["l0"], k) if use_l1 else state.ctrl
+        new_ctrl = per_run(pen, lambda: ctrl.update(state.ctrl, terms["l0"], k), state.ctrl)
         bad = jnp.where((state.bad_step < 0) & ~jnp.isfinite(loss), state.step, state.bad_step)
         sums = {n: state.sums[n] + (terms[n] if n != "steps" else 1.0) for n in state.sums}
         new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
@@ -107,11 +109,11 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
 
     rep = replicated(mesh)
     if scan_steps is None:
-        return _jit_over_seeds(run_step, cfg, mesh, host_data, out_shardings=(rep, rep))
+        return _jit_over_runs(run_step, cfg, mesh, host_data, out_shardings=(rep, rep))
     if host_data:
         raise ValueError(f"scan_steps={scan_steps}: a host-fed batch is read per step; "
                          "scanning needs device-rendered data")
-    step_S = over_seeds(run_step, cfg.num_seeds, (0, None), cfg.seed_map)
+    step_S = over_runs(run_step, cfg, (0, None))
 
     def run_steps(state: TrainState, k_T: jax.Array):
         if k_T.shape != (scan_steps,):
@@ -122,17 +124,17 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
                    donate_argnums=0)
 
 
-def _jit_over_seeds(fn: Callable, cfg: TrainConfig, mesh: Mesh, host_data: bool,
-                    out_shardings) -> Callable:
-    """``fn(state, k[, images])`` over the S seeds, jitted with the state donated: the state
-    and k replicated, host-fed images ``[S, B, ...]`` sharded over the batch."""
+def _jit_over_runs(fn: Callable, cfg: TrainConfig, mesh: Mesh, host_data: bool,
+                   out_shardings) -> Callable:
+    """``fn(state, k, pen[, images])`` over the S runs, jitted with the state donated: the
+    state and k replicated, host-fed images ``[S, B, ...]`` sharded over the batch."""
     rep = replicated(mesh)
     if host_data:
-        fn = over_seeds(fn, cfg.num_seeds, (0, None, 0), cfg.seed_map)
+        fn = over_runs(fn, cfg, (0, None, 0))
         im_sharding = batch_sharding(mesh, seed_axis=True)
         return jax.jit(fn, in_shardings=(rep, rep, im_sharding), out_shardings=out_shardings,
                        donate_argnums=0)
-    fn = over_seeds(fn, cfg.num_seeds, (0, None), cfg.seed_map)
+    fn = over_runs(fn, cfg, (0, None))
     return jax.jit(fn, in_shardings=(rep, rep), out_shardings=out_shardings, donate_argnums=0)
 
 
@@ -161,7 +163,8 @@ def make_resample_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: Factor
     tx = optimizer(cfg)
     x_sharding = batch_sharding(mesh)
 
-    def run(state: TrainState, k: jax.Array, images=None):
+    def run(state: TrainState, k: jax.Array, pen, images=None):
+        del pen  # TrainConfig refuses resampling in a group
         x, eps = step_batch(dataset, state, cfg.batch_size, cfg.num_latents, x_sharding,
                             images)
         dead = dead_mask(state.last_fired, state.step, cfg.remedy.dead_after)
@@ -173,7 +176,7 @@ def make_resample_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: Factor
         return state.replace(params=params, opt_state=opt_state,
                              last_fired=jnp.where(dead, state.step, state.last_fired))
 
-    return _jit_over_seeds(run, cfg, mesh, host_data, out_shardings=replicated(mesh))
+    return _jit_over_runs(run, cfg, mesh, host_data, out_shardings=replicated(mesh))
 
 
 def host_batch(dataset: FactorDataset, key_data_S: np.ndarray, step: int, batch_size: int

@@ -352,7 +352,7 @@ def train(cfg: tfm.TransformerConfig, task: sequences.TaskConfig, tcfg: HeadsTra
     with DirLock(out, enabled=jax.process_index() == 0):
         refuse_existing_run(out, resume)
         ckpt = Checkpointer(out / CHECKPOINT_DIR)
-        log = MetricsLog(out, tcfg.seeds, tensorboard=False)
+        log = MetricsLog(out, (), tensorboard=False)
         try:
             epoch = step_in_epoch = 0
             if resume and ckpt.latest_step() is not None:

@@ -538,6 +538,42 @@ def test_revival_continues_the_tiny_study(tiny_study, tmp_path):
     assert revival.report(rv["cells"], rv) == report
 
 
+@pytest.mark.slow
+def test_grouped_cells_train_what_the_separate_cells_do(tiny_study, tmp_path):
+    """``--group on``: Top-k and L1 in one program, their records split back into the two
+    cells, which match the separate cells; a revival finds the group's runs."""
+    out = tmp_path / "grouped"
+    argv = [*TINY_ARGV, "--no-controls", "--group", "on"]
+    assert collapse.main(["--out", str(out), *argv]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["dsprites-topk+l1",
+                                                                 "dsprites-warmup"]
+    recs = [json.loads(x) for x in
+            (out / "runs" / "dsprites-topk+l1" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["run"]) for r in recs] == [
+        (e, run) for e in (0, 1) for run in ("topk_seed_0", "l1_seed_0")]
+    for r in recs:  # the penalty and its controller are the L1 run's alone
+        assert (r["l1_coef"] > 0, r["l0_ema"] is not None) == (r["method"] == "l1",) * 2
+    res = json.loads((out / "results.json").read_text())
+    sep = json.loads((tiny_study / "results.json").read_text())
+    assert res["config"]["group"] == "on" and sep["config"]["group"] == "off"
+    runs = {r["cell"]: r for r in res["runs"]}
+    for run in sep["runs"]:
+        if run["cell"] not in TINY_MAIN:
+            continue
+        mine = runs[run["cell"]]
+        assert [e["method"] for e in mine["epochs"]] == [run["method"]] * 2
+        for a, b in zip(mine["epochs"], run["epochs"]):
+            assert (a["step"], a["k"], a["firing_counts"]) == (b["step"], b["k"],
+                                                               b["firing_counts"])
+            for term in ("recon", "kl", "l0", "sae"):
+                assert a["eval"][term] == pytest.approx(b["eval"][term], rel=1e-3), term
+    out2 = tmp_path / "revival"
+    assert revival.main(["--from", str(out), "--out", str(out2), "--epochs", "1",
+                         "--no-tensorboard"]) == 0
+    assert list(json.loads((out2 / "results.json").read_text())["cells"]) == TINY_MAIN
+    assert [p.name for p in (out2 / "runs").iterdir()] == ["dsprites-topk+l1"]
+
+
 @pytest.mark.parametrize("method,fvu,flagged", [("topk", 1.0, True), ("topk", 0.99, False),
                                                 ("whiten", 20.1, True), ("untrained", 3.0, False),
                                                 ("dense", None, False)])

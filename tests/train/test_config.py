@@ -32,6 +32,12 @@ def test_presets_are_valid_and_shaped_as_documented():
     (dict(compute_dtype="float16"), "unknown compute_dtype"),
     (dict(schedule={"kind": "exp"}), "schedule: unknown k schedule kind"),
     (dict(bogus=1), "unknown config field"),
+    (dict(method="l1", group=("topk",)), r"method must be one of \['topk'\]"),
+    (dict(group=("dense",)), r"expected distinct methods from \['l1'\]"),
+    (dict(group=("l1", "l1")), "expected distinct methods"),
+    (dict(group="l1"), "group must be a list of method names"),
+    (dict(group=("l1",), topk_relu=False), "needs topk_relu=true"),
+    (dict(group=("l1",), remedy={"resample_every": 10}), "not supported in a group"),
 ])
 def test_bad_values_are_refused(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -50,12 +56,25 @@ def test_dict_round_trip_and_replace():
     assert cfg.replace(schedule={"end": 20}).schedule == KSchedule("cosine", 400, 20, 20)
 
 
+def test_a_group_lists_its_runs_method_major():
+    cfg = C.preset("smoke", num_seeds=2, seed=3, group=["l1"])  # a JSON list is accepted
+    assert cfg.group == ("l1",) and cfg.num_runs == 4
+    assert cfg.runs == (("topk", 3), ("topk", 4), ("l1", 3), ("l1", 4))
+    assert cfg.run_names == ("topk_seed_3", "topk_seed_4", "l1_seed_3", "l1_seed_4")
+    assert cfg.penalised_runs == (False, False, True, True)
+    assert C.from_dict(json.loads(cfg.to_json())) == cfg
+    alone = C.preset("smoke", method="l1", num_seeds=2)
+    assert alone.run_names == ("seed_0", "seed_1") and alone.penalised_runs == (True, True)
+    assert cfg.program_key() != cfg.replace(group=()).program_key()
+
+
 def test_parse_value_from_command_line_strings():
     assert C.parse_value("num_units", "256") == 256
     assert C.parse_value("steps_per_epoch", "none") is None
     assert C.parse_value("schedule.kind", "cosine") == "cosine"
     assert C.parse_value("controller.gain", "0.5") == 0.5
     assert C.parse_value("thresholds", "0,0.01") == (0.0, 0.01)
+    assert C.parse_value("group", "l1") == ("l1",)
     with pytest.raises(ConfigError, match="unknown config field"):
         C.parse_value("units", "3")
     with pytest.raises(ConfigError, match="expected a value of type"):

@@ -123,14 +123,18 @@ def test_host_fed_batches_equal_device_batches(runs):
     _close(runs["host"][0].params, runs["four"][0].params)
 
 
+@pytest.fixture(scope="module")
+def l1_setup(dsprites, cfg):
+    return Setup(cfg.replace(method="l1"), dsprites, jax.devices()[:1])
+
+
 @pytest.mark.parametrize("method,t", [("topk", 1), ("l1", 4)])  # T in {1, 4}
-def test_a_scan_of_t_steps_equals_t_single_steps(setups, dsprites, cfg, method, t):
+def test_a_scan_of_t_steps_equals_t_single_steps(setups, l1_setup, dsprites, method, t):
     """One dispatch of T steps (k moving every step, the L1 controller carried) computes
     what T dispatches of the single step do, to float32 rounding; its metrics come back
     ``[T, S]``."""
     ks = [KS[i % len(KS)] for i in range(4)]
-    s = setups["one"] if method == "topk" else Setup(cfg.replace(method=method), dsprites,
-                                                     jax.devices()[:1])
+    s = setups["one"] if method == "topk" else l1_setup
     singles, rows = s.init(), []
     for k in ks:
         singles, m = s.step(singles, jnp.int32(k))
@@ -152,6 +156,30 @@ def test_a_scan_of_t_steps_equals_t_single_steps(setups, dsprites, cfg, method, 
         np.testing.assert_allclose(m_T[name][-1], rows[-1][name], rtol=1e-5, atol=atol)
     if method == "l1":  # the controller moved the coefficient inside the scan
         assert len({float(r["l1_coef"][0]) for r in rows}) > 1
+
+
+def test_grouped_methods_equal_separate_runs(setups, l1_setup, dsprites, cfg):
+    """Top-k and L1 in one vmapped program (``group``: L1 is Top-k at k = N with its
+    penalty on) train what the two separate runs do: parameters, controller, counts."""
+    g = Setup(cfg.replace(group=("l1",), seed_map="vmap"), dsprites, jax.devices()[:1])
+    assert g.cfg.runs == (("topk", 0), ("l1", 0))
+    state, rows = g.init(), []
+    for t in range(4):
+        state, m = g.step(state, jnp.int32(KS[t % len(KS)]))
+        rows.append(m)
+    for i, s in enumerate((setups["one"], l1_setup)):
+        alone, m_alone = s.run(s.init(), steps=4)
+        run_i = jax.tree.map(lambda x: x[i:i + 1], state)
+        _close(run_i.params, alone.params)
+        _close(run_i.ctrl, alone.ctrl, rtol=1e-5)
+        np.testing.assert_array_equal(run_i.fire, alone.fire)
+        for name in ("loss", "l0", "l1_coef"):
+            _close(m[name][i:i + 1], m_alone[name], rtol=1e-5)
+    coefs = np.array([r["l1_coef"] for r in rows])  # [T, S]
+    assert np.all(coefs[:, 0] == 0) and np.all(coefs[:, 1] > 0)
+    assert len(set(coefs[:, 1])) > 1  # the L1 run's controller moved
+    l0 = rows[2]["l0"]  # at k = 8: Top-k is cut there, the L1 run's ReLU is not
+    assert float(l0[0]) <= KS[2] < float(l0[1])
 
 
 def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites, cfg):
