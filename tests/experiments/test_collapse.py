@@ -90,11 +90,11 @@ def test_arms_and_controls_train_what_they_say():
 
 
 # what each study preset trains: (epochs, steps, eval size, final eval size, eval batch,
-# schedule length, log_every, learning rate, L1 controller start, batch); everything else is
-# TrainConfig()'s default
-PRESET_RUNS = {"smoke": (3, 20, 1024, 2048, 512, 3, 10, 1e-4, {}, 64),
-               "small": (4, 75, 1024, 10_000, 512, 3, 25, 1e-3, dict(init_coef=0.1), 32),
-               "paper": (50, 11_520, 10_000, None, 1000, 50, 200, 1e-4, {}, 64)}
+# schedule length, log_every, learning rate, L1 controller start, batch, steps per dispatch);
+# everything else is TrainConfig()'s default
+PRESET_RUNS = {"smoke": (3, 20, 1024, 2048, 512, 3, 10, 1e-4, {}, 64, 1),
+               "small": (4, 75, 1024, 10_000, 512, 3, 25, 1e-3, dict(init_coef=0.1), 32, 25),
+               "paper": (50, 11_520, 10_000, None, 1000, 50, 200, 1e-4, {}, 64, 1)}
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_RUNS))
@@ -103,14 +103,15 @@ def test_presets_are_self_contained(name, monkeypatch):
 
     monkeypatch.setattr(config_lib, "PRESETS", {})  # the engine's presets play no part
     cfg = collapse.preset_config(name)
-    epochs, steps, eval_size, final, eval_batch, length, log_every, lr, ctl, b = PRESET_RUNS[name]
+    epochs, steps, eval_size, final, eval_batch, length, log_every, lr, ctl, b, t = \
+        PRESET_RUNS[name]
     for d, m in cfg.cells():
         if m not in ("topk", "l1"):
             continue
         expect = TrainConfig(
             dataset=d, method=m, num_seeds=cfg.num_seeds, epochs=epochs, steps_per_epoch=steps,
             eval_size=eval_size, final_eval_size=final, eval_batch=eval_batch,
-            log_every=log_every, learning_rate=lr, batch_size=b,
+            log_every=log_every, learning_rate=lr, batch_size=b, scan_steps=t,
             schedule=dataclasses.replace(TrainConfig().schedule, start=500, end=50,
                                          length=length),
             controller=dataclasses.replace(TrainConfig().controller, **ctl))
