@@ -94,7 +94,7 @@ def test_arms_and_controls_train_what_they_say():
 # everything else is TrainConfig()'s default
 PRESET_RUNS = {"smoke": (3, 20, 1024, 2048, 512, 3, 10, 1e-4, {}, 64, 1),
                "small": (4, 75, 1024, 10_000, 512, 3, 25, 1e-3, dict(init_coef=0.1), 32, 25),
-               "paper": (50, 11_520, 10_000, None, 1000, 50, 200, 1e-4, {}, 64, 1)}
+               "paper": (50, 11_520, 10_000, None, 1000, 50, 200, 1e-4, {}, 64, 40)}
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_RUNS))

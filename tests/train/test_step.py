@@ -180,6 +180,12 @@ def test_grouped_methods_equal_separate_runs(setups, l1_setup, dsprites, cfg):
     assert len(set(coefs[:, 1])) > 1  # the L1 run's controller moved
     l0 = rows[2]["l0"]  # at k = 8: Top-k is cut there, the L1 run's ReLU is not
     assert float(l0[0]) <= KS[2] < float(l0[1])
+    # the accelerators' configuration: the group vmapped and scanned, 4 steps per dispatch
+    scan = Sp.make_train_step(g.cfg, g.gd, dsprites, g.mesh, scan_steps=4)
+    scanned, m_T = scan(g.init(), jnp.asarray([KS[t % len(KS)] for t in range(4)], jnp.int32))
+    chex.assert_shape(m_T["l1_coef"], (4, 2))
+    _close(scanned.params, state.params)
+    _close(scanned.ctrl, state.ctrl, rtol=1e-5)
 
 
 def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites, cfg):
