@@ -22,8 +22,8 @@ trained together in one program); a finished cell is marked ``DONE`` and skipped
 ``--resume``, an unfinished one continues from its last checkpoint. With ``--group on``
 (the default on accelerators) a dataset's Top-k and L1 cells train as one program, every
 seed of both (``TrainConfig.group``: L1 is Top-k at k = N with its penalty on), in
-``DIR/runs/<dataset>-topk+l1/``; their records are split back into the two cells. Exit status: 0 done,
-130 interrupted (rerun with --resume), 1 failed, 2 bad arguments.
+``DIR/runs/<dataset>-topk+l1/``; their records are split back into the two cells.
+Exit status: 0 done, 130 interrupted (rerun with --resume), 1 failed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -426,10 +426,9 @@ def cell_records(cfg: CollapseConfig, out: Path, dataset: str, arm: str) -> list
     """The records of one cell of the study in ``out`` (a group's, of that arm only)."""
     from sparsejax.train.logs import read_records
 
-    run_dir, _ = cfg.run_dir(out, dataset, arm)
+    unit, _, arms = next(u for u in cfg.units() if u[1] == dataset and arm in u[2])
     records: dict[str, list[dict]] = {}
-    arms = next(a for _, d, a in cfg.units() if d == dataset and arm in a)
-    _split(records, dataset, arms, read_records(run_dir / "metrics.jsonl"))
+    _split(records, dataset, arms, read_records(out / "runs" / unit / "metrics.jsonl"))
     return records[cell_name(dataset, arm)]
 
 

@@ -1,5 +1,6 @@
 """``train_hybrid``: training throughput of the VAE-SAE hybrid, beside its peer and floors;
-``eval_hybrid``: the end-of-epoch evaluation's share of an epoch.
+``eval_hybrid``: the end-of-epoch evaluation's share of an epoch; ``conv_im2col``: the
+small-input convolutions' im2col form beside XLA's convolution, in one train step.
 
 One row per setting: the whole jitted step (draw factors, render dSprites on the device,
 forward, backward, Adam, firing counts) at batch 64, k = 50. Beside each figure, the floor
@@ -39,13 +40,16 @@ On CPU the one-seed row also carries
 from __future__ import annotations
 
 import functools
+import statistics
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 
 from experiments.bench import timing
 from sparsejax.data import get_dataset
+from sparsejax.models import conv
 from sparsejax.models.conv import resolve_conv_impl
 from sparsejax.train import preset
 from sparsejax.train.evaluate import default_metrics, make_evaluator
@@ -188,4 +192,40 @@ def eval_hybrid():
                                         / (device_s + metrics_s + epoch_s), 4)}
 
 
-CASES = {"train_hybrid": train_hybrid, "eval_hybrid": eval_hybrid}
+def conv_im2col(rounds: int = 6, seconds: float = 1.5):
+    """The train step (one seed, ``SCAN_STEPS`` per dispatch) with its small-input convs as
+    window matrix times kernel (:data:`sparsejax.models.conv.IM2COL_MAX`: the encoder's
+    first layer, the decoder's last input gradient) beside the same step with every such
+    conv left to XLA's convolution (``IM2COL_MAX = 0``), the peer. Both programs live in
+    one process and are timed in alternating rounds, so a load that comes and goes on a
+    shared machine falls on both; the medians of the rounds are reported."""
+    cfg = preset("paper", dataset="dsprites", num_seeds=1, batch_size=BATCH)
+    ds = get_dataset("dsprites", "procedural")
+    mesh = make_mesh()
+    k = jnp.full((SCAN_STEPS,), K, jnp.int32)
+    progs = {}
+    for name, limit in (("im2col", conv.IM2COL_MAX), ("xla_conv", 0)):
+        with mock.patch.object(conv, "IM2COL_MAX", limit):  # read when the step is traced
+            step = make_train_step(cfg, model_graphdef(cfg, 1), ds, mesh,
+                                   scan_steps=SCAN_STEPS)
+            state = init_state(cfg, 1, replicated(mesh))
+            progs[name] = [step.lower(state, k).compile(), state]
+    rates = {name: [] for name in progs}
+    for _ in range(rounds):
+        for name, prog in progs.items():
+            fn, state = prog
+            steps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                state, m = fn(state, k)
+                jax.block_until_ready(m)
+                steps += SCAN_STEPS
+            rates[name].append(steps * BATCH / (time.perf_counter() - t0))
+            prog[1] = state
+    ours, peer = (statistics.median(rates[n]) for n in ("im2col", "xla_conv"))
+    yield {"dataset": "dsprites", "batch": BATCH, "k": K, "scan_steps": SCAN_STEPS,
+           "im2col_max": conv.IM2COL_MAX, "rounds": rounds,
+           "images_per_s": round(ours, 1), "peer": "the same step, XLA convolutions",
+           "peer_images_per_s": round(peer, 1), "vs_peer": round(ours / peer, 3)}
+
+
+CASES = {"train_hybrid": train_hybrid, "eval_hybrid": eval_hybrid, "conv_im2col": conv_im2col}

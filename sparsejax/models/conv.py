@@ -83,16 +83,28 @@ def _same_pads(k: int, s: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+IM2COL_MAX = 48  # A*A*C up to which a conv runs as its window matrix times the kernel
+
+
 def _valid_conv(u_BxHxWxC, kk_AxAxCxD):
     """Stride-1 VALID conv ``[B, H, W, C] -> [B, H-A+1, W-A+1, D]``.
 
-    A 1x1 kernel is a matmul. With few outputs (``A*A*D < C``: the decoder's last layer)
-    it is one matmul to every tap's output followed by the sum of the A*A shifted taps
-    (col2im), which XLA:CPU runs faster than its convolution kernel there.
+    A 1x1 kernel is a matmul. With few inputs per window (``A*A*C <= IM2COL_MAX``: the
+    encoder's first layer, the decoder's last layer's input gradient) it is the matrix of
+    the windows (im2col, ``[B*G*V, A*A*C]``) times the kernel, which XLA:CPU runs faster than
+    its convolution kernel at C = 4 or 12 (the dSprites train step 5-10% faster on a 2-core
+    CPU: ``python -m experiments bench --only conv_im2col``). With few outputs (``A*A*D < C``: the decoder's last layer) it is
+    one matmul to every tap's output followed by the sum of the A*A shifted taps (col2im),
+    which XLA:CPU also runs faster than its convolution kernel there.
     """
     a, _, c, d = kk_AxAxCxD.shape
     if a == 1:
         return jnp.einsum("bhwc,cd->bhwd", u_BxHxWxC, kk_AxAxCxD[0, 0])
+    if a * a * c <= IM2COL_MAX:
+        b, h, w, _ = u_BxHxWxC.shape
+        g, v = h - a + 1, w - a + 1
+        cols = _taps_stacked(u_BxHxWxC, a, g, v).reshape(b * g * v, a * a * c)
+        return (cols @ kk_AxAxCxD.reshape(a * a * c, d)).reshape(b, g, v, d)
     if a * a * d < c:
         b, h, w, _ = u_BxHxWxC.shape
         g, v = h - a + 1, w - a + 1
