@@ -18,30 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sparsejax.ops.order import order_key
-
-_SIGN = jnp.uint32(1 << 31)  # xor with it maps the signed key order to the unsigned order
-
-
-def _unsigned_keys(x: jax.Array) -> jax.Array:
-    """uint32 keys whose unsigned order is the IEEE total order of ``x``."""
-    return lax.bitcast_convert_type(order_key(x), jnp.uint32) ^ _SIGN
-
-
-def _kth_key(key_BxN: jax.Array, count: jax.Array, axis_name: str | None) -> jax.Array:
-    """uint32 scalar: the ``count``-th largest of the unsigned keys over all rows (and over
-    every device of ``axis_name``): the largest t with ``#{key >= t} >= count``, found one
-    bit at a time. ``count`` must be in ``[1, total entries]``."""
-
-    def settle_bit(i, t):
-        cand = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
-        n = jnp.sum(key_BxN >= cand, dtype=jnp.int32)
-        if axis_name is not None:
-            n = lax.psum(n, axis_name)
-        return jnp.where(n >= count, cand, t)
-
-    return lax.fori_loop(0, 32, settle_bit, jnp.uint32(0))
-
+from sparsejax.ops.order import kth_key, unsigned_key
 
 def batch_topk(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.Array:
     """``x`` at its batch's ``count`` largest entries, 0 elsewhere (same shape), over every
@@ -56,6 +33,6 @@ def batch_topk(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.
         raise ValueError(f"batch_topk expects x of shape [B, N], got {x_BxN.shape}")
     count = jnp.asarray(count, jnp.int32)
     total = x_BxN.size if axis_name is None else x_BxN.size * lax.psum(1, axis_name)
-    key_BxN = _unsigned_keys(lax.stop_gradient(x_BxN))  # once: the select and the mask
-    t = _kth_key(key_BxN, jnp.clip(count, 1, total), axis_name)
+    key_BxN = unsigned_key(lax.stop_gradient(x_BxN))  # once: the select and the mask
+    t = kth_key(key_BxN, jnp.clip(count, 1, total), axis_name=axis_name)
     return jnp.where((key_BxN >= t) & (count > 0), x_BxN, jnp.zeros_like(x_BxN))

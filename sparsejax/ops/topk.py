@@ -33,6 +33,10 @@ Implementations (``impl``):
 * ``"pallas"``: a Pallas kernel (``sparsejax.ops.pallas_topk``) that finds each row's k-th
   largest value by bisection on its 32-bit order key, never sorting the row; TPU (Mosaic)
   and GPU (Triton); on CPU it runs in interpret mode, so tests exercise the same code.
+* ``"radix"``: the pallas kernel's bisection written in plain XLA ops
+  (:func:`sparsejax.ops.order.threshold_radix`: 32 compare-and-count passes over each
+  row's order keys, then the tie cut); the dense op only, ``topk_values_indices`` is
+  ``lax``'s (ordered values need a sort). The fastest exact dense path on CPU.
 * ``"auto"``: ``resolve_impl("auto", n=N, op=...)`` picks per backend and row length (see
   ``AUTO_IMPL``) and logs its choice once per (backend, choice).
 """
@@ -53,19 +57,21 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from sparsejax.ops.order import keep_from_threshold, order_key
+from sparsejax.ops.order import keep_from_threshold, order_key, threshold_radix
 
 log = logging.getLogger(__name__)
 
-IMPLS = ("auto", "lax", "approx", "pallas")
+IMPLS = ("auto", "lax", "approx", "pallas", "radix")
 
 # The fastest exact path per backend: (impl, least row length N at which it is used for
 # the dense op, and for values/indices), else "lax". From experiments/bench/topk.py on an
 # H100: pallas beats lax.top_k by 1.2x at N=4096 and 1.5-1.8x from N=16384 on the dense
 # op; for values/indices (its compaction costs a prefix sum) only from N=16384. CPU: the
 # kernel would run interpreted, lax.top_k it is. TPU: unmeasured here; the kernel avoids
-# XLA:TPU's sort. approx is exact only where it sorts, so "auto" never picks it.
-AUTO_IMPL = {"cpu": ("lax", 0, 0), "gpu": ("pallas", 4096, 16384),
+# XLA:TPU's sort. approx is exact only where it sorts, so "auto" never picks it. CPU: radix
+# for the dense op (a [64, 500] threshold in 0.43 ms against lax.top_k's 2.2 ms, a sort);
+# values/indices must be ordered, so they are lax.top_k's under either name.
+AUTO_IMPL = {"cpu": ("radix", 0, 0), "gpu": ("pallas", 4096, 16384),
              "cuda": ("pallas", 4096, 16384), "rocm": ("lax", 0, 0), "tpu": ("pallas", 0, 0)}
 
 APPROX_RECALL = 0.95
@@ -178,8 +184,9 @@ def _dense_fwd(x_BxN, k, k_max, impl):
 
         y_BxN, t_B, j_B = pallas_topk.topk_threshold(x_BxN, k)
         return y_BxN, (x_BxN, t_B, j_B)  # O(B) beside x, which the caller holds anyway
-    if impl == "lax":
-        keep_BxN = keep_from_threshold(x_BxN, *_threshold_lax(x_BxN, k, k_max))
+    if impl in ("lax", "radix"):
+        pair = _threshold_lax(x_BxN, k, k_max) if impl == "lax" else threshold_radix(x_BxN, k)
+        keep_BxN = keep_from_threshold(x_BxN, *pair)
     else:  # approx: its (possibly approximate) indices define the set
         _, i_Bxk = _vi_approx(x_BxN, k_max)
         keep_BxN = _row_scatter(x_BxN.shape[1], False, i_Bxk, _slot_mask(k, k_max))
@@ -195,7 +202,7 @@ def _values_indices(x_BxN, k, k_max, impl):
         _, t_B, j_B = pallas_topk.topk_threshold(x_BxN, jnp.int32(k_max), write_values=False)
         v_Bxk, i_Bxk = _compact(x_BxN, keep_from_threshold(x_BxN, t_B, j_B), k_max)
     else:
-        v_Bxk, i_Bxk = (_vi_lax if impl == "lax" else _vi_approx)(x_BxN, k_max)
+        v_Bxk, i_Bxk = (_vi_approx if impl == "approx" else _vi_lax)(x_BxN, k_max)
     return jnp.where(_slot_mask(k, k_max), v_Bxk, 0), i_Bxk
 
 
@@ -299,7 +306,7 @@ def topk(x: jax.Array, k: Any, impl: str = "auto", *, k_max: int | None = None) 
     Args:
       x: float ``[..., N]``; rows along the last axis.
       k: int or traced int32 scalar, clipped to ``[0, min(k_max, N)]`` at run time.
-      impl: ``"auto" | "lax" | "approx" | "pallas"`` (see the module docstring).
+      impl: ``"auto" | "lax" | "approx" | "pallas" | "radix"`` (see the module docstring).
       k_max: static upper bound on k (default ``k`` for a Python int, else N).
 
     Returns:

@@ -14,7 +14,7 @@ from jax import lax
 from sparsejax import ops
 from sparsejax.ops import topk, topk_values_indices
 
-IMPLS = ["lax", "approx", "pallas"]
+IMPLS = ["lax", "approx", "pallas", "radix"]
 
 
 def lax_dense(x, k):
@@ -89,7 +89,7 @@ def test_special_values_approx(np_topk):
         np.testing.assert_array_equal(y, np_topk(x, k), err_msg=f"k={k}")
 
 
-@pytest.mark.parametrize("impl", ["lax", "pallas"])
+@pytest.mark.parametrize("impl", ["lax", "pallas", "radix"])
 def test_special_values(impl, np_topk):
     nan, inf = jnp.nan, jnp.inf
     x = jnp.array([[1.0, nan, 3.0, -nan, inf, -0.0, 0.0, -inf]])
@@ -198,7 +198,7 @@ def test_bad_input_errors():
 
 
 def test_auto_resolves_and_says_which(caplog):
-    assert ops.resolve_impl("auto", backend="cpu") == "lax"
+    assert ops.resolve_impl("auto", backend="cpu") == "radix"
     assert ops.resolve_impl("auto", backend="tpu") == "pallas"
     assert ops.resolve_impl("auto", backend="gpu", n=500) == "lax"
     assert ops.resolve_impl("auto", backend="gpu", n=4096) == "pallas"
@@ -207,3 +207,18 @@ def test_auto_resolves_and_says_which(caplog):
     assert ops.resolve_impl("lax") == "lax"
     with pytest.raises(ValueError, match="op='dense'"):
         ops.resolve_impl("auto", op="dense")
+
+
+def test_radix_threshold_equals_lax_on_heavy_ties(rng):
+    """(t, j) of the radix select against lax.top_k's pair, on rows drawn from 3 values (every
+    cut falls inside a run of ties), k from 0 to N."""
+    from sparsejax.ops.order import threshold_radix
+    from sparsejax.ops.topk import _threshold_lax
+
+    x = jnp.asarray(rng.integers(-1, 2, (6, 40)), jnp.float32)
+    ks = jnp.asarray([0, 1, 7, 20, 39, 40], jnp.int32)
+    got, want = jax.jit(lambda x: (
+        jax.vmap(lambda k: threshold_radix(x, k))(ks),
+        jax.vmap(lambda k: _threshold_lax(x, k, 40))(ks)))(x)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
