@@ -5,7 +5,7 @@ runner skips modules whose name starts with ``_``): a script run in a separate
 environment that has torch, so the peer figure in :mod:`experiments.bench.train` can be
 measured again::
 
-    python3.11 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
+    python3.11 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy
     /tmp/torchvenv/bin/python experiments/bench/_torch_peer.py --repeats 3
 
 The architecture, loss and optimiser follow :mod:`sparsejax.models.vae` (the

@@ -20,18 +20,17 @@ On CPU the one-seed row also carries
   ``ours_beside_peer_images_per_s``: ours in the peer's sitting): PyTorch eager on the
   same architecture, loss and optimiser (``experiments/bench/_torch_peer.py``, a fixed
   batch, so it does not pay for rendering), a figure recorded on this 2-core machine on
-  2026-12-02, not re-measured by the bench (the project does not depend on PyTorch). It was
-  measured in one sitting interleaved with ours, 3 rounds, medians (load average
-  8 to 10: other jobs shared the 2 cores, and the 1024^3 matmul ran at 31 GFLOP/s against
-  365 quiet, so every figure of that sitting is low):
+  2026-12-02, not re-measured by the bench (the project does not depend on PyTorch). One
+  sitting, the peer run just before and just after this bench (load average about 2: the
+  host was shared, and the 1024^3 matmul ran at 201 GFLOP/s, against 393 when quiet)::
 
-      /tmp/torchvenv/bin/python experiments/bench/_torch_peer.py --seconds 3 --repeats 1
-      (torch 2.13.0+cpu, python3.11 venv) -> 68.2 images/s channels_last, 29.1 NCHW
-      ours, same rounds (experiments.bench.train.measure, 3 s each): phase_mm 118.2,
-      phase 78.2, lax 28.5 images/s
+      /tmp/torchvenv/bin/python experiments/bench/_torch_peer.py --seconds 3 --repeats 3
+      (torch 2.13.0+cpu, python3.11 venv; channels_last, its faster layout; NCHW 681.8)
+      before: 748.7 images/s, after: 849.1; their mean is the constant below
+      ours between them (python -m experiments bench --only train_hybrid): one step per
+      dispatch 840.4 images/s, 8 steps per dispatch 1,172.2
 
-  The earlier quiet figures (issue 14): PyTorch 2.13 eager 1,043 images/s, the phase form
-  658.
+  The scanned row carries ``vs_peer`` too: it is the setting the presets train with.
 * ``plain_floor_images_per_s``: the floor at the plain convs' FLOPs (the ``lax`` step's
   cost analysis, ``plain_flops_per_step``: no formulation needs fewer), and
   ``vs_plain_floor``, ours over it.
@@ -64,9 +63,9 @@ SEEDS = 3  # the flagship study's seeds per cell
 SCAN_STEPS = 8  # steps per dispatch of the scanned row
 # the peer on this 2-core CPU (see the module docstring): PyTorch eager, channels_last, its
 # faster layout; and ours (phase_mm) in the same sitting, under the same load
-PEER = "PyTorch 2.13 eager (channels_last), this machine, 2026-12-02, load average 8-10"
-PEER_IMAGES_PER_S = 68.2
-OURS_BESIDE_PEER_IMAGES_PER_S = 118.2
+PEER = "PyTorch 2.13 eager (channels_last), this machine, 2026-12-02, load average 2"
+PEER_IMAGES_PER_S = 798.9
+OURS_BESIDE_PEER_IMAGES_PER_S = 840.4
 
 
 def measure(dataset: str = "dsprites", method: str = "topk", seeds: int = 1,
@@ -144,7 +143,9 @@ def train_hybrid():
            "plain_flops_per_step": plain["flops_per_step"],
            "plain_floor_images_per_s": round(plain_floor, 1),
            "vs_plain_floor": round(ours["images_per_s"] / plain_floor, 3)}
-    yield _scanned(ours)
+    scanned = _scanned(ours)
+    yield {**scanned, "peer_images_per_s": PEER_IMAGES_PER_S,
+           "vs_peer": round(scanned["images_per_s"] / PEER_IMAGES_PER_S, 2)}
     yield measure(seeds=SEEDS)  # unrolled on CPU (vmapped convs are grouped convs there)
     yield _grouped(ours, 1)
     yield plain
