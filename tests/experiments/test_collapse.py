@@ -541,11 +541,14 @@ def test_revival_continues_the_tiny_study(tiny_study, tmp_path):
 
 @pytest.mark.slow
 def test_grouped_cells_train_what_the_separate_cells_do(tiny_study, tmp_path):
-    """``--group on``: Top-k and L1 in one program, their records split back into the two
-    cells, which match the separate cells; a revival finds the group's runs."""
+    """``--group on``: Top-k and L1 in one program (from the shared warm-up), their records
+    split back into the two cells, which match the separate cells; a revival of the grid
+    finds the group's runs. Training only: the report is the same code as ungrouped."""
     out = tmp_path / "grouped"
-    argv = [*TINY_ARGV, "--no-controls", "--group", "on"]
-    assert collapse.main(["--out", str(out), *argv]) == 0
+    cfg = collapse.config_from_args(collapse.build_parser().parse_args(
+        ["--out", str(out), *TINY_ARGV, "--no-controls", "--group", "on"]))
+    records, _, status = collapse.run_cells(cfg, out, resume=False, tensorboard=False)
+    assert status == "done"
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["dsprites-topk+l1",
                                                                  "dsprites-warmup"]
     recs = [json.loads(x) for x in
@@ -554,25 +557,22 @@ def test_grouped_cells_train_what_the_separate_cells_do(tiny_study, tmp_path):
         (e, run) for e in (0, 1) for run in ("topk_seed_0", "l1_seed_0")]
     for r in recs:  # the penalty and its controller are the L1 run's alone
         assert (r["l1_coef"] > 0, r["l0_ema"] is not None) == (r["method"] == "l1",) * 2
-    res = json.loads((out / "results.json").read_text())
-    sep = json.loads((tiny_study / "results.json").read_text())
-    assert res["config"]["group"] == "on" and sep["config"]["group"] == "off"
-    runs = {r["cell"]: r for r in res["runs"]}
-    for run in sep["runs"]:
-        if run["cell"] not in TINY_MAIN:
-            continue
-        mine = runs[run["cell"]]
-        assert [e["method"] for e in mine["epochs"]] == [run["method"]] * 2
-        for a, b in zip(mine["epochs"], run["epochs"]):
+    for cell in TINY_MAIN:
+        sep = [json.loads(x) for x in
+               (tiny_study / "runs" / cell / "metrics.jsonl").read_text().splitlines()]
+        assert [r["method"] for r in records[cell]] == [sep[0]["method"]] * 2
+        for a, b in zip(records[cell], sep):
             assert (a["step"], a["k"], a["firing_counts"]) == (b["step"], b["k"],
                                                                b["firing_counts"])
             for term in ("recon", "kl", "l0", "sae"):
                 assert a["eval"][term] == pytest.approx(b["eval"][term], rel=1e-3), term
-    out2 = tmp_path / "revival"
-    assert revival.main(["--from", str(out), "--out", str(out2), "--epochs", "1",
-                         "--no-tensorboard"]) == 0
-    assert list(json.loads((out2 / "results.json").read_text())["cells"]) == TINY_MAIN
-    assert [p.name for p in (out2 / "runs").iterdir()] == ["dsprites-topk+l1"]
+    recorded = collapse.config_dict(cfg)
+    assert recorded["group"] == "on"
+    again = collapse.revival_config(json.loads(json.dumps(recorded)), 1)
+    assert again.units() == [("dsprites-topk+l1", "dsprites", ("topk", "l1"))]
+    assert collapse.cell_records(again, out, "dsprites", "l1") == records["dsprites-l1"]
+    older = {k: v for k, v in recorded.items() if k != "group"}  # before groups existed
+    assert collapse.revival_config(older, 1).units()[0][0] == "dsprites-topk"
 
 
 @pytest.mark.parametrize("method,fvu,flagged", [("topk", 1.0, True), ("topk", 0.99, False),
