@@ -160,13 +160,13 @@ def test_a_scan_of_t_steps_equals_t_single_steps(setups, l1_setup, dsprites, met
 
 def test_grouped_methods_equal_separate_runs(setups, l1_setup, dsprites, cfg):
     """Top-k and L1 in one vmapped program (``group``: L1 is Top-k at k = N with its
-    penalty on) train what the two separate runs do: parameters, controller, counts."""
+    penalty on), scanned 4 steps per dispatch as the accelerators' presets run it, train
+    what the two separate runs do step by step: parameters, controller, counts."""
     g = Setup(cfg.replace(group=("l1",), seed_map="vmap"), dsprites, jax.devices()[:1])
     assert g.cfg.runs == (("topk", 0), ("l1", 0))
-    state, rows = g.init(), []
-    for t in range(4):
-        state, m = g.step(state, jnp.int32(KS[t % len(KS)]))
-        rows.append(m)
+    scan = Sp.make_train_step(g.cfg, g.gd, dsprites, g.mesh, scan_steps=4)
+    state, m_T = scan(g.init(), jnp.asarray([KS[t % len(KS)] for t in range(4)], jnp.int32))
+    chex.assert_shape(m_T["l1_coef"], (4, 2))
     for i, s in enumerate((setups["one"], l1_setup)):
         alone, m_alone = s.run(s.init(), steps=4)
         run_i = jax.tree.map(lambda x: x[i:i + 1], state)
@@ -174,18 +174,12 @@ def test_grouped_methods_equal_separate_runs(setups, l1_setup, dsprites, cfg):
         _close(run_i.ctrl, alone.ctrl, rtol=1e-5)
         np.testing.assert_array_equal(run_i.fire, alone.fire)
         for name in ("loss", "l0", "l1_coef"):
-            _close(m[name][i:i + 1], m_alone[name], rtol=1e-5)
-    coefs = np.array([r["l1_coef"] for r in rows])  # [T, S]
+            _close(m_T[name][-1, i:i + 1], m_alone[name], rtol=1e-5)
+    coefs = np.asarray(m_T["l1_coef"])  # [T, S]
     assert np.all(coefs[:, 0] == 0) and np.all(coefs[:, 1] > 0)
     assert len(set(coefs[:, 1])) > 1  # the L1 run's controller moved
-    l0 = rows[2]["l0"]  # at k = 8: Top-k is cut there, the L1 run's ReLU is not
+    l0 = m_T["l0"][2]  # at k = 8: Top-k is cut there, the L1 run's ReLU is not
     assert float(l0[0]) <= KS[2] < float(l0[1])
-    # the accelerators' configuration: the group vmapped and scanned, 4 steps per dispatch
-    scan = Sp.make_train_step(g.cfg, g.gd, dsprites, g.mesh, scan_steps=4)
-    scanned, m_T = scan(g.init(), jnp.asarray([KS[t % len(KS)] for t in range(4)], jnp.int32))
-    chex.assert_shape(m_T["l1_coef"], (4, 2))
-    _close(scanned.params, state.params)
-    _close(scanned.ctrl, state.ctrl, rtol=1e-5)
 
 
 def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites, cfg):
