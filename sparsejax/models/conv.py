@@ -91,11 +91,12 @@ def _valid_conv(u_BxHxWxC, kk_AxAxCxD):
 
     A 1x1 kernel is a matmul. With few inputs per window (``A*A*C <= IM2COL_MAX``: the
     encoder's first layer, the decoder's last layer's input gradient) it is the matrix of
-    the windows (im2col, ``[B*G*V, A*A*C]``) times the kernel, which XLA:CPU runs faster than
-    its convolution kernel at C = 4 or 12 (the dSprites train step 5-10% faster on a 2-core
-    CPU: ``python -m experiments bench --only conv_im2col``). With few outputs (``A*A*D < C``: the decoder's last layer) it is
-    one matmul to every tap's output followed by the sum of the A*A shifted taps (col2im),
-    which XLA:CPU also runs faster than its convolution kernel there.
+    the windows (im2col, ``[B*G*V, A*A*C]``) times the kernel, which XLA:CPU runs faster
+    than its convolution kernel at C = 4 or 12 (the dSprites train step 5-12% faster on a
+    2-core CPU: ``python -m experiments bench --only conv_im2col``). With few outputs
+    (``A*A*D < C``: the decoder's last layer) it is one matmul to every tap's output
+    followed by the sum of the A*A shifted taps (col2im), which XLA:CPU also runs faster
+    than its convolution kernel there.
     """
     a, _, c, d = kk_AxAxCxD.shape
     if a == 1:

@@ -20,6 +20,7 @@ from jax import lax
 
 from sparsejax.ops.order import kth_key, unsigned_key
 
+
 def batch_topk(x_BxN: jax.Array, count, *, axis_name: str | None = None) -> jax.Array:
     """``x`` at its batch's ``count`` largest entries, 0 elsewhere (same shape), over every
     device of ``axis_name`` inside ``shard_map``.
