@@ -158,13 +158,19 @@ class CollapseConfig:
             out.append((cell_name(dataset, arm), dataset, (arm,)))
         return out
 
+    def unit_of(self, dataset: str, arm: str) -> tuple[str, tuple[str, ...]]:
+        """``(run directory name, its cells' arms)`` of the program that trains cell
+        ``(dataset, arm)``."""
+        for name, d, arms in self.units():
+            if d == dataset and arm in arms:
+                return name, arms
+        raise KeyError(f"no cell {cell_name(dataset, arm)} in this study")
+
     def run_dir(self, out: Path, dataset: str, arm: str) -> tuple[Path, int]:
         """The run directory that holds cell ``(dataset, arm)`` and the index of its first
         run in that run's state (its seeds follow): > 0 for the L1 cell of a group."""
-        for name, d, arms in self.units():
-            if d == dataset and arm in arms:
-                return out / "runs" / name, arms.index(arm) * self.num_seeds
-        raise KeyError(f"no cell {cell_name(dataset, arm)} in this study")
+        name, arms = self.unit_of(dataset, arm)
+        return out / "runs" / name, arms.index(arm) * self.num_seeds
 
     def unit_config(self, dataset: str, arms: tuple[str, ...]):
         """The TrainConfig of one program: its cell's, or a group's (Top-k's, with the
@@ -426,7 +432,7 @@ def cell_records(cfg: CollapseConfig, out: Path, dataset: str, arm: str) -> list
     """The records of one cell of the study in ``out`` (a group's, of that arm only)."""
     from sparsejax.train.logs import read_records
 
-    unit, _, arms = next(u for u in cfg.units() if u[1] == dataset and arm in u[2])
+    unit, arms = cfg.unit_of(dataset, arm)
     records: dict[str, list[dict]] = {}
     _split(records, dataset, arms, read_records(out / "runs" / unit / "metrics.jsonl"))
     return records[cell_name(dataset, arm)]

@@ -31,7 +31,7 @@ from sparsejax.models.vae import loss_terms
 from sparsejax.train.config import TrainConfig
 from sparsejax.train.hybrid import HybridModel
 from sparsejax.train.mesh import batch_sharding, global_array, replicated
-from sparsejax.train.seeds import layer_k, over_runs
+from sparsejax.train.seeds import over_runs
 
 EVAL_TERMS = ("recon", "kl", "sae", "l1", "l0", "penalty")
 
@@ -138,7 +138,7 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
     def evaluate_chunk(params, k, pen, xin, eps, mask):
         x = dataset.render(xin) if on_device else xin
         x = jax.lax.with_sharding_constraint(x, x_sharding)
-        out = model.apply(params, x, eps, layer_k(cfg, k, pen))
+        out = model.apply(params, x, eps, model.layer_k(k, pen))
         terms = loss_terms(out, x, reduce=False)
         sums = {name: jnp.sum(terms[name] * mask) for name in EVAL_TERMS}
         if out.h is None:

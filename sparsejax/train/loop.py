@@ -33,7 +33,7 @@ from sparsejax.atomic_io import read_json, write_atomic
 from sparsejax.data import SPECS, FactorDataset, get_dataset
 from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.metrics.dead_units import tau_key
-from sparsejax.models import LAYER_METHODS, PENALISED
+from sparsejax.models import LAYER_METHODS
 from sparsejax.sparsity.remedies import reset_moments
 from sparsejax.train import config as config_lib
 from sparsejax.train.checkpoint import Checkpointer
@@ -409,7 +409,7 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
     for i, ((method, seed), name) in enumerate(zip(cfg.runs, cfg.run_names)):
         steps = max(float(host["sums"]["steps"][i]), 1.0)
         run = ev.run(i)
-        penalised = method in PENALISED
+        penalised = cfg.penalised_runs[i]
         coef = float(np.exp(host["log_coef"][i])) if penalised else 0.0
         eval_terms = dict(run.terms)
         eval_terms["loss"] = (eval_terms["recon"] + cfg.beta * eval_terms["kl"]

@@ -67,19 +67,12 @@ def over_seeds(fn: Callable, num_seeds: int, in_axes: tuple, mode: str = "auto")
 
 
 def per_run(pen, on, off):
-    """``on`` for a penalised run, else ``off``: chosen in Python for a run alone (``pen`` a
-    bool, so the program holds one branch), per run by ``jnp.where`` in a group (``pen``
-    traced). ``on`` may be a thunk, called only where it can be chosen."""
+    """``on`` for a penalised run, else ``off`` (pytrees of one structure): chosen in Python
+    for a run alone (``pen`` a bool: the program holds one branch, XLA drops the other's
+    work), per run by ``jnp.where`` in a group (``pen`` traced)."""
     if isinstance(pen, bool):
-        return (on() if callable(on) else on) if pen else off
-    on = on() if callable(on) else on
+        return on if pen else off
     return jax.tree.map(lambda a, b: jnp.where(pen, a, b), on, off)
-
-
-def layer_k(cfg, k: jax.Array, pen) -> jax.Array:
-    """The k a run's sparse layer uses: in a group, N for the penalised (L1) runs, whose
-    ReLU is Top-k at k = N; the target k otherwise (the L1 arm's ReLU ignores it)."""
-    return per_run(pen, jnp.int32(cfg.num_units), k) if cfg.group else k
 
 
 def over_runs(fn: Callable, cfg, in_axes: tuple) -> Callable:

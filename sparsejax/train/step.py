@@ -36,7 +36,7 @@ from sparsejax.train.config import TrainConfig
 from sparsejax.train.engine import gradient_step
 from sparsejax.train.hybrid import HybridModel
 from sparsejax.train.mesh import batch_sharding, check_batch, replicated
-from sparsejax.train.seeds import layer_k, over_runs, per_run
+from sparsejax.train.seeds import over_runs, per_run
 from sparsejax.train.state import TrainState, optimizer
 
 
@@ -86,11 +86,11 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
     def run_step(state: TrainState, k: jax.Array, pen, images=None):
         # pen: the controller steers this run's penalty to the k target (PENALISED)
         x, eps = step_batch(dataset, state, b, num_latents, x_sharding, images)
-        coef = per_run(pen, lambda: ctrl.coef(state.ctrl), jnp.zeros((), jnp.float32))
+        coef = per_run(pen, ctrl.coef(state.ctrl), jnp.zeros((), jnp.float32))
         dead = dead_mask(state.last_fired, state.step, cfg.remedy.dead_after)
         params, opt_state, loss, (terms, h) = gradient_step(
             model, tx, state.params, state.opt_state, (x, eps, dead),
-            (layer_k(cfg, k, pen), coef))
+            (model.layer_k(k, pen), coef))
         params = model.after_update(params, h)
         terms = {"loss": loss, **terms}
         if h is None:
@@ -99,7 +99,7 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
             fired = jnp.sum(h > 0, axis=0, dtype=jnp.int32)
             fire = state.fire + fired
             last_fired = jnp.where(fired > 0, state.step + 1, state.last_fired)
-        new_ctrl = per_run(pen, lambda: ctrl.update(state.ctrl, terms["l0"], k), state.ctrl)
+        new_ctrl = per_run(pen, ctrl.update(state.ctrl, terms["l0"], k), state.ctrl)
         bad = jnp.where((state.bad_step < 0) & ~jnp.isfinite(loss), state.step, state.bad_step)
         sums = {n: state.sums[n] + (terms[n] if n != "steps" else 1.0) for n in state.sums}
         new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
