@@ -1,7 +1,8 @@
 """Top-k: every implementation the device runs natively against ``lax.top_k``.
 
 One row per (op, impl, batch, N, k), forward, beside its peer ``lax`` timed in the same
-run and its memory floor (bytes the op must move over the measured copy bandwidth):
+run and its memory floor (bytes the op must move over the measured copy bandwidth), and
+``topk_traced_k``: the dense op at a traced k beside ``lax`` (where ``radix`` pays):
 
 * ``op="topk"``: the dense op (``sparsejax.ops.topk``): read x, write the masked x;
 * ``op="values_indices"``: ``topk_values_indices`` (what the SAE's encoder uses): read x,
@@ -32,14 +33,14 @@ def grid() -> list[tuple[int, int, int]]:
 
 def native_impls() -> list[str]:
     """Implementations that run compiled (not interpreted) on the default backend."""
-    return ["lax", "approx", "pallas"]
+    return ["lax", "approx", "pallas", "radix"]
 
 
 def bench_topk():
     backend = jax.default_backend()
     bw = copy_bandwidth_bytes_per_s()
     for (b, n, k), op in ((shape, op) for shape in grid() for op in ("topk", "values_indices")):
-        auto = ops.resolve_impl("auto", n=n, op=op)
+        auto = ops.resolve_impl("auto", n=n, op=op, k_max=k)
         x = jax.random.normal(jax.random.key(0), (b, n), jnp.float32)
         fn = ops.topk if op == "topk" else ops.topk_values_indices
         nbytes = x.size * 4 + (x.size * 4 if op == "topk" else b * k * 8)
@@ -57,8 +58,28 @@ def bench_topk():
             ms = peer_ms if impl == "lax" else 1e3 * seconds_per_call(fns[impl], x)
             if impl == "approx" and backend != "tpu":
                 row["note"] = "approx_max_k sorts off TPU"
+            if impl == "radix" and op == "values_indices":
+                row["note"] = "radix orders its values by lax.top_k"
             yield {**row, "ms": round(ms, 3), "speedup_vs_peer": round(peer_ms / ms, 2),
                    "x_floor": round(ms / floor_ms, 1)}
 
 
-CASES = {"topk": bench_topk}
+def bench_topk_traced_k():
+    """The dense op with a traced k (the models' case: the static bound is k_max = N, so
+    ``lax.top_k`` sorts the row) and at a quarter and a sixty-fourth of N, radix beside
+    its peer ``lax``: where ``resolve_impl`` switches (``RADIX_K_FRACTION``). The grid's
+    first two shapes (the third's full sort takes seconds a call on a CPU)."""
+    for b, n, _ in grid()[:2]:
+        x = jax.random.normal(jax.random.key(0), (b, n), jnp.float32)
+        for k_max in (n, n // 4, max(n // 64, 1)):
+            k = jnp.int32(min(50, k_max))
+            ms = {impl: 1e3 * seconds_per_call(jax.jit(
+                lambda x, k, impl=impl, k_max=k_max: ops.topk(x, k, impl=impl, k_max=k_max)),
+                x, k) for impl in ("lax", "radix")}
+            yield {"op": "topk", "impl": "radix", "batch": b, "n": n, "k_max": k_max,
+                   "auto": ops.resolve_impl("auto", n=n, k_max=k_max), "peer": "lax",
+                   "peer_ms": round(ms["lax"], 3), "ms": round(ms["radix"], 3),
+                   "speedup_vs_peer": round(ms["lax"] / ms["radix"], 2)}
+
+
+CASES = {"topk": bench_topk, "topk_traced_k": bench_topk_traced_k}

@@ -36,7 +36,8 @@ Implementations (``impl``):
 * ``"radix"``: the pallas kernel's bisection written in plain XLA ops
   (:func:`sparsejax.ops.order.threshold_radix`: 32 compare-and-count passes over each
   row's order keys, then the tie cut); the dense op only, ``topk_values_indices`` is
-  ``lax``'s (ordered values need a sort). The fastest exact dense path on CPU.
+  ``lax``'s (ordered values need a sort). On CPU the fastest exact dense path where the
+  bound k_max is a large share of the row (a traced k: k_max = N); ``lax`` below that.
 * ``"auto"``: ``resolve_impl("auto", n=N, op=...)`` picks per backend and row length (see
   ``AUTO_IMPL``) and logs its choice once per (backend, choice).
 """
@@ -66,13 +67,21 @@ IMPLS = ("auto", "lax", "approx", "pallas", "radix")
 # The fastest exact path per backend: (impl, least row length N at which it is used for
 # the dense op, and for values/indices), else "lax". From experiments/bench/topk.py on an
 # H100: pallas beats lax.top_k by 1.2x at N=4096 and 1.5-1.8x from N=16384 on the dense
-# op; for values/indices (its compaction costs a prefix sum) only from N=16384. CPU: the
-# kernel would run interpreted, lax.top_k it is. TPU: unmeasured here; the kernel avoids
-# XLA:TPU's sort. approx is exact only where it sorts, so "auto" never picks it. CPU: radix
-# for the dense op (a [64, 500] threshold in 0.43 ms against lax.top_k's 2.2 ms, a sort);
-# values/indices must be ordered, so they are lax.top_k's under either name.
+# op; for values/indices (its compaction costs a prefix sum) only from N=16384. TPU:
+# unmeasured here; the kernel avoids XLA:TPU's sort. approx is exact only where it sorts,
+# so "auto" never picks it. CPU (the Pallas kernel would run interpreted): radix for the
+# dense op where the bound k_max is large (RADIX_K_FRACTION), values/indices by lax.top_k
+# (they must be ordered).
 AUTO_IMPL = {"cpu": ("radix", 0, 0), "gpu": ("pallas", 4096, 16384),
              "cuda": ("pallas", 4096, 16384), "rocm": ("lax", 0, 0), "tpu": ("pallas", 0, 0)}
+# radix's 32 passes cost the same at any k; lax.top_k's cost grows with k_max, up to a full
+# sort at k_max = N (a traced k, as in the models). On a 2-core CPU (python -m experiments
+# bench --only topk_traced_k), radix over lax: at [64, 500] 5.95x with k_max = N, 2.84x at
+# N / 4, 0.31x at N / 64; at [1024, 4096] 2.59x, 2.29x, 0.36x (and at [4096, 16384] 2.6x
+# at N, 0.36x at k_max = 256, timed apart). So radix from k_max >= N / RADIX_K_FRACTION:
+# conservative, it leaves some wins to lax (a static k = 50 at [64, 500]: radix 1.66x in
+# the topk bench), never a measured loss to radix.
+RADIX_K_FRACTION = 8
 
 APPROX_RECALL = 0.95
 
@@ -83,9 +92,10 @@ def _announce(backend: str, impl: str) -> None:
 
 
 def resolve_impl(impl: str = "auto", backend: str | None = None, *, n: int | None = None,
-                 op: str = "topk") -> str:
+                 op: str = "topk", k_max: int | None = None) -> str:
     """The implementation ``impl`` stands for on ``backend`` (default: the default backend)
-    for rows of length ``n`` (None: long rows) and ``op`` ("topk" or "values_indices")."""
+    for rows of length ``n`` (None: long rows), ``op`` ("topk" or "values_indices") and the
+    static bound ``k_max`` on k (None: unknown, taken as large)."""
     if impl not in IMPLS:
         raise ValueError(f"topk impl={impl!r} is not known; expected one of {IMPLS}")
     if op not in ("topk", "values_indices"):
@@ -96,6 +106,9 @@ def resolve_impl(impl: str = "auto", backend: str | None = None, *, n: int | Non
     fast, n_dense, n_vi = AUTO_IMPL.get(backend, ("lax", 0, 0))
     least = n_dense if op == "topk" else n_vi
     chosen = fast if n is None or n >= least else "lax"
+    if chosen == "radix" and (op == "values_indices" or (
+            n is not None and k_max is not None and k_max * RADIX_K_FRACTION < n)):
+        chosen = "lax"
     _announce(backend, chosen)
     return chosen
 
@@ -294,7 +307,7 @@ def _per_device(fn, x_BxN, k):
 def _prepare(x, k, impl, k_max, op):
     n, k_max = _static_bounds(x, k, k_max)
     _check_unsplit(x)
-    impl = resolve_impl(impl, n=n, op=op)
+    impl = resolve_impl(impl, n=n, op=op, k_max=k_max)
     whole_row = _is_concrete(k) and k_max == n and int(k) >= n
     k = jnp.clip(jnp.asarray(k, jnp.int32), 0, k_max)
     return x.reshape(-1, n), k, k_max, impl, whole_row

@@ -199,6 +199,10 @@ def test_bad_input_errors():
 
 def test_auto_resolves_and_says_which(caplog):
     assert ops.resolve_impl("auto", backend="cpu") == "radix"
+    # radix where the bound k_max is a large share of the row, lax.top_k's partial sort below
+    assert ops.resolve_impl("auto", backend="cpu", n=500, k_max=500) == "radix"
+    assert ops.resolve_impl("auto", backend="cpu", n=4096, k_max=64) == "lax"
+    assert ops.resolve_impl("auto", backend="cpu", n=500, op="values_indices") == "lax"
     assert ops.resolve_impl("auto", backend="tpu") == "pallas"
     assert ops.resolve_impl("auto", backend="gpu", n=500) == "lax"
     assert ops.resolve_impl("auto", backend="gpu", n=4096) == "pallas"
