@@ -32,7 +32,7 @@ from sparsejax.sparsity.controller import L1Controller
 from sparsejax.sparsity.remedies import RemedyConfig
 from sparsejax.sparsity.schedules import KSchedule
 from sparsejax.train.errors import ConfigError
-from sparsejax.train.seeds import SEED_MAPS
+from sparsejax.train.seeds import SEED_MAPS, RunSpec
 
 # What a config field affects (its ``metadata["affects"]``):
 #   "model":   the parameters' shapes (and so the program): a checkpoint fits only these;
@@ -70,6 +70,18 @@ def fields_affecting(cls, *kinds: str) -> tuple[str, ...]:
                  if f.metadata.get("affects", "program") in kinds)
 
 
+def parse_member(name: str) -> tuple[str, int | None]:
+    """``(method, fixed k or None)`` of a group member: ``"l1"`` follows the schedule,
+    ``"topk@500"`` is Top-k held at k = 500 from its first step (at k = N with the ReLU:
+    the ReLU, no penalty). Raises ConfigError on a malformed name."""
+    method, at, k = name.partition("@")
+    if not at:
+        return name, None
+    if not k.isdigit():
+        raise ConfigError(f"group member {name!r}: expected <method>@<k> with k an integer")
+    return method, int(k)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run (or S runs differing only by seed), fully specified.
@@ -81,11 +93,14 @@ class TrainConfig:
     Optimiser: Adam(``learning_rate``, 0.9, 0.999, 1e-8) as disentanglement_lib.
     Seeds: ``num_seeds`` runs with seeds ``seed, seed + 1, ...`` train in one program
     (``seed_map``: vmapped, or unrolled side by side; "auto" unrolls on CPU).
-    Groups: ``group`` names further methods that train in the same program, each with the
-    same seeds (:attr:`runs`: ``method``'s seeds first). Top-k's graph serves them: the L1
-    arm is Top-k at k = N with its penalty switched on per run (ReLU(TopK(pre, N)) is
-    ReLU(pre)), so ``method="topk", group=("l1",)`` trains both arms as one vmapped model
-    on an accelerator, each run computing what it would alone.
+    Groups: ``group`` names further members that train in the same program, each with the
+    same seeds (:attr:`runs`: ``method``'s seeds first). A member is a method or a method
+    held at a fixed k from its first step (``"topk@50"``; :func:`parse_member`). Top-k's
+    graph serves them: the L1 arm is Top-k at k = N with its penalty switched on per run
+    (ReLU(TopK(pre, N)) is ReLU(pre)), and each run's k is its own, so
+    ``method="topk", group=("l1", "topk@500", "topk@50")`` trains Top-k, L1, the ReLU
+    without a penalty and Top-k at a fixed k = 50 as one vmapped model on an accelerator,
+    each run computing what it would alone.
     Implementations: ``topk_impl`` (:func:`sparsejax.ops.topk`), ``conv_impl``
     (:mod:`sparsejax.models.conv`); "auto" picks per backend. ``compute_dtype``: of the
     encoder's and decoder's convs and matmuls (``bfloat16``: mixed precision, with float32
@@ -131,7 +146,8 @@ class TrainConfig:
     thresholds: tuple[float, ...] = DEAD_THRESHOLDS
     seed: int = option(0, affects="numbers")
     num_seeds: int = 1
-    # methods sharing the program with `method` (GROUPABLE), each with num_seeds seeds
+    # members sharing the program with `method` (GROUPABLE methods, <method>@<k>), each
+    # with num_seeds seeds
     group: tuple[str, ...] = option((), affects="model")
     log_every: int = option(50, affects="nothing")
     keep_checkpoints: int = option(2, affects="nothing")
@@ -202,18 +218,28 @@ class TrainConfig:
     def _check_group(self):
         group = tuple(self.group) if isinstance(self.group, (list, tuple)) else None
         if group is None or any(not isinstance(m, str) for m in group):
-            raise ConfigError(f"group must be a list of method names, got {self.group!r}")
+            raise ConfigError(f"group must be a list of member names (a method, or "
+                              f"<method>@<k>), got {self.group!r}")
         object.__setattr__(self, "group", group)
         if not group:
             return
         if self.method not in GROUPABLE:
             raise ConfigError(f"group={list(group)} needs a method whose graph serves it: "
                               f"method must be one of {sorted(GROUPABLE)}, got {self.method!r}")
-        bad = [m for m in group if m not in GROUPABLE[self.method]]
-        if bad or len(set(group)) < len(group):
-            raise ConfigError(f"group={list(group)}: expected distinct methods from "
-                              f"{list(GROUPABLE[self.method])} (the ones {self.method!r}'s "
-                              f"graph computes exactly)")
+        for m in group:
+            method, k = parse_member(m)
+            if method not in (self.method, *GROUPABLE[self.method]):
+                raise ConfigError(f"group member {m!r}: expected one of "
+                                  f"{list(GROUPABLE[self.method])} (the methods "
+                                  f"{self.method!r}'s graph computes exactly), or "
+                                  f"{self.method!r} or one of them at a fixed k "
+                                  f"('{self.method}@<k>')")
+            if k is not None and not 1 <= k <= self.num_units:
+                raise ConfigError(f"group member {m!r}: its k must be within [1, "
+                                  f"num_units={self.num_units}]")
+        if len(set(self.members)) < len(self.members):
+            raise ConfigError(f"group={list(group)}: expected distinct members, none the "
+                              f"method {self.method!r} itself")
         if not self.topk_relu:
             raise ConfigError(f"group={list(group)} needs topk_relu=true: the L1 arm's "
                               "ReLU is Top-k at k = N only with the ReLU")
@@ -227,10 +253,15 @@ class TrainConfig:
         return tuple(range(self.seed, self.seed + self.num_seeds))
 
     @property
+    def members(self) -> tuple[str, ...]:
+        """The program's members: ``method``, then each ``group`` member."""
+        return (self.method, *self.group)
+
+    @property
     def runs(self) -> tuple[tuple[str, int], ...]:
-        """``(method, seed)`` of every run of the program, in state order: ``method``'s
-        seeds, then each ``group`` method's."""
-        return tuple((m, s) for m in (self.method, *self.group) for s in self.seeds)
+        """``(member, seed)`` of every run of the program, in state order: ``method``'s
+        seeds, then each ``group`` member's."""
+        return tuple((m, s) for m in self.members for s in self.seeds)
 
     @property
     def num_runs(self) -> int:
@@ -239,16 +270,31 @@ class TrainConfig:
 
     @property
     def run_names(self) -> tuple[str, ...]:
-        """A name per run (``seed_<s>``; in a group ``<method>_seed_<s>``): its
+        """A name per run (``seed_<s>``; in a group ``<member>_seed_<s>``): its
         TensorBoard directory and the ``run`` of its records."""
         if not self.group:
             return tuple(f"seed_{s}" for _, s in self.runs)
         return tuple(f"{m}_seed_{s}" for m, s in self.runs)
 
     @property
+    def run_specs(self) -> tuple[RunSpec, ...]:
+        """Per run, what sets it apart from the program's other runs beside its seed: its
+        penalty flag (``PENALISED`` methods) and its fixed k (None: the schedule's)."""
+        out = []
+        for m, _ in self.runs:
+            method, k = parse_member(m)
+            out.append(RunSpec(method in PENALISED, k))
+        return tuple(out)
+
+    @property
     def penalised_runs(self) -> tuple[bool, ...]:
         """Per run, whether the L1 controller's penalty is on (``PENALISED`` methods)."""
-        return tuple(m in PENALISED for m, _ in self.runs)
+        return tuple(bool(r.pen) for r in self.run_specs)
+
+    def run_k(self, i: int, k: int) -> int:
+        """Run ``i``'s target k when the schedule's is ``k``: its member's fixed k, if any."""
+        fixed = self.run_specs[i].k
+        return int(k) if fixed is None else fixed
 
     @property
     def sparse(self) -> bool:

@@ -135,10 +135,10 @@ def make_evaluator(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorData
     on_device = dataset.on_device
     model = HybridModel(cfg, dataset.observation_shape[-1], graphdef)
 
-    def evaluate_chunk(params, k, pen, xin, eps, mask):
+    def evaluate_chunk(params, k, run, xin, eps, mask):
         x = dataset.render(xin) if on_device else xin
         x = jax.lax.with_sharding_constraint(x, x_sharding)
-        out = model.apply(params, x, eps, model.layer_k(k, pen))
+        out = model.apply(params, x, eps, model.layer_k(k, run))
         terms = loss_terms(out, x, reduce=False)
         sums = {name: jnp.sum(terms[name] * mask) for name in EVAL_TERMS}
         if out.h is None:

@@ -17,7 +17,7 @@ from flax import nnx
 from sparsejax.models.vae import VAE, loss_terms, total_loss
 from sparsejax.sparsity import remedies
 from sparsejax.train.config import TrainConfig
-from sparsejax.train.seeds import per_run
+from sparsejax.train.seeds import RunSpec, per_run, run_k
 
 
 def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
@@ -65,11 +65,13 @@ class HybridModel:
         model = make_model(self.cfg, self.channels, nnx.Rngs(params=key))
         return nnx.state(model, nnx.Param)
 
-    def layer_k(self, k: jax.Array, pen) -> jax.Array:
-        """The k a run's sparse layer uses: in a group (``cfg.group``) N for a penalised
-        run, whose ReLU is Top-k at k = N; the target k otherwise (the L1 arm's ReLU
-        ignores it). ``pen``: the run's penalty flag (:func:`sparsejax.train.seeds.per_run`)."""
-        return per_run(pen, jnp.int32(self.cfg.num_units), k) if self.cfg.group else k
+    def layer_k(self, k: jax.Array, run: RunSpec) -> jax.Array:
+        """The k a run's sparse layer uses: its target (:func:`~sparsejax.train.seeds.run_k`;
+        the L1 arm's ReLU ignores it), except in a group (``cfg.group``), where a penalised
+        run's ReLU is Top-k at k = N."""
+        target = run_k(k, run)
+        return per_run(run.pen, jnp.int32(self.cfg.num_units), target) if self.cfg.group \
+            else target
 
     def loss(self, params: nnx.State, batch, hyper: tuple[jax.Array, jax.Array]):
         x, eps, *rest = batch

@@ -193,14 +193,12 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
             raise ConfigError(f"--init-from {init_from} holds a different model ("
                               + "; ".join(differ) + "): the model's shape must match")
         src_cfg = config_lib.from_dict({**now, "group": (), **{n: saved[n] for n in (
-            "method", "sparse_input", "sparse_init", "topk_relu", "remedy", "group")
+            "method", "sparse_input", "sparse_init", "topk_relu", "remedy", "group", "seed",
+            "num_seeds")
             if n in saved}})
         source, _ = src.restore(abstract_state(src_cfg, channels, rep))
-        if src_cfg.num_runs == cfg.num_seeds and cfg.group:
-            # one run per seed there (a shared warm-up): every method of the group starts
-            # its seed's run from it (cfg.runs is method-major)
-            source = jax.tree.map(lambda a: jnp.concatenate([a] * (1 + len(cfg.group))),
-                                  source)
+        source = jax.tree.map(lambda a: a[np.asarray(_source_runs(cfg, src_cfg, init_from))],
+                              source)
     try:  # what the two models share comes from the source (a new sparsifier's are fresh)
         state = graft(init_state(cfg, channels, rep), source)
     except ValueError as e:
@@ -209,6 +207,23 @@ def _restore_or_init(cfg: TrainConfig, ds: FactorDataset, mesh, ckpt: Checkpoint
     # a source that was whitened already keeps its estimate (a follow-up continues it)
     return _prepare(cfg, ds, state, rep,
                     whiten=saved.get("sparse_input", "raw") != cfg.sparse_input), 0, 0
+
+
+def _source_runs(cfg: TrainConfig, src: TrainConfig, where) -> list[int]:
+    """The run of ``src`` each run of ``cfg`` starts from: the same run where the two
+    programs hold the same runs (or, neither a group, as many); the run of its seed where
+    ``src`` holds one run per seed (a shared warm-up serves every member of a group);
+    else the run of the same member and seed (a follow-up of some members of a group)."""
+    if cfg.runs == src.runs or (not cfg.group and not src.group
+                                and cfg.num_runs == src.num_runs):
+        return list(range(cfg.num_runs))
+    if src.num_runs == src.num_seeds and set(cfg.seeds) <= set(src.seeds):
+        return [src.seeds.index(s) for _, s in cfg.runs]
+    if set(cfg.runs) <= set(src.runs):
+        return [src.runs.index(r) for r in cfg.runs]
+    raise ConfigError(f"--init-from {where} holds the runs {[f'{m} seed {s}' for m, s in src.runs]}"
+                      f"; this run's {[f'{m} seed {s}' for m, s in cfg.runs]} are not among "
+                      "them")
 
 
 PREPARE_SAMPLES = 1024  # images whose sparse-layer inputs set a data-dependent start
@@ -392,8 +407,9 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
                   metrics_fn: MetricsFn | None, **extra) -> list[dict]:
     """One JSON-able record per run for a finished epoch.
 
-    Fields: ``epoch``, ``seed``, ``method`` and ``run`` (its name, ``cfg.run_names``),
-    ``step`` (global, after the epoch), ``k`` (the target),
+    Fields: ``epoch``, ``seed``, ``method``, ``member`` (its group member, ``cfg.runs``;
+    the method for a run alone) and ``run`` (its name, ``cfg.run_names``), ``step``
+    (global, after the epoch), ``k`` (the run's target),
     ``l1_coef`` and ``l0_ema`` (controller), ``train`` (means of the epoch's loss terms),
     ``eval`` (loss terms on the evaluation set; ``l0`` there is the achieved mean L0),
     ``dead_fraction`` (per threshold: units never above it on the evaluation set),
@@ -406,7 +422,7 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
     host = jax.device_get({"step": state.step, "sums": state.sums, "fire": state.fire,
                            "log_coef": state.ctrl.log_coef, "l0_ema": state.ctrl.l0_ema})
     records = []
-    for i, ((method, seed), name) in enumerate(zip(cfg.runs, cfg.run_names)):
+    for i, ((member, seed), name) in enumerate(zip(cfg.runs, cfg.run_names)):
         steps = max(float(host["sums"]["steps"][i]), 1.0)
         run = ev.run(i)
         penalised = cfg.penalised_runs[i]
@@ -417,7 +433,8 @@ def epoch_records(cfg: TrainConfig, epoch: int, k: int, state: TrainState, ev: E
                               + coef * eval_terms["penalty"])
         rec = {
             "epoch": epoch, "seed": seed, "run": name, "step": int(host["step"][i]),
-            "k": int(k), "method": method, "dataset": cfg.dataset,
+            "k": cfg.run_k(i, k), "method": config_lib.parse_member(member)[0],
+            "member": member, "dataset": cfg.dataset,
             "l1_coef": coef,
             "l0_ema": float(host["l0_ema"][i]) if penalised else None,
             "train": {n: float(host["sums"][n][i]) / steps for n in LOSS_TERMS},

@@ -1,7 +1,8 @@
 """Several runs of one model in one program: the leading seed axis S of a train state.
 
-The runs of a group (``TrainConfig.group``) differ in one per-run flag beside their seed,
-``pen``: whether the run's L1 penalty is on (:func:`over_runs`, :func:`per_run`).
+The runs of a group (``TrainConfig.group``) differ beside their seed in a
+:class:`RunSpec`: whether the run's L1 penalty is on, and its k if fixed (:func:`over_runs`,
+:func:`per_run`, :func:`run_k`).
 
 A study trains S seeds (or settings) of one shape together, so a sweep fills an
 accelerator. :func:`over_seeds` maps a one-run function over the seed axis, vmapped on
@@ -14,6 +15,7 @@ from __future__ import annotations
 # Shape letters: S runs (seeds) on the leading axis of every mapped argument.
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +68,16 @@ def over_seeds(fn: Callable, num_seeds: int, in_axes: tuple, mode: str = "auto")
     return apply
 
 
+class RunSpec(NamedTuple):
+    """What sets one run of a group apart beside its seed: ``pen``, whether its L1 penalty
+    is on, and ``k``, its fixed k (None: the schedule's). Python values where every run of
+    the program shares them; in a group, the differing fields are mapped arrays (``k``
+    int32 with -1 for the schedule's)."""
+
+    pen: bool | jax.Array
+    k: int | None | jax.Array
+
+
 def per_run(pen, on, off):
     """``on`` for a penalised run, else ``off`` (pytrees of one structure): chosen in Python
     for a run alone (``pen`` a bool: the program holds one branch, XLA drops the other's
@@ -75,17 +87,35 @@ def per_run(pen, on, off):
     return jax.tree.map(lambda a, b: jnp.where(pen, a, b), on, off)
 
 
+def run_k(k: jax.Array, run: RunSpec) -> jax.Array:
+    """The run's target k this step: its fixed k, or the schedule's ``k``."""
+    if run.k is None:
+        return k
+    if isinstance(run.k, int):
+        return jnp.int32(run.k)
+    return jnp.where(run.k >= 0, run.k, k).astype(jnp.int32)
+
+
 def over_runs(fn: Callable, cfg, in_axes: tuple) -> Callable:
-    """``fn(state, k, pen, *rest)`` of one run, over the S runs of ``cfg``: ``in_axes``
-    gives the axes of ``(state, k, *rest)``; ``pen`` is each run's
-    ``cfg.penalised_runs`` entry, a Python bool for a run alone or a group of one method,
-    a mapped constant in a group."""
-    pens = cfg.penalised_runs
-    if len(set(pens)) == 1:
-        pen = pens[0]
-        return over_seeds(lambda s, k, *rest: fn(s, k, pen, *rest), cfg.num_runs, in_axes,
+    """``fn(state, k, run, *rest)`` of one run, over the S runs of ``cfg``: ``in_axes``
+    gives the axes of ``(state, k, *rest)``; ``run`` is the run's
+    :attr:`~sparsejax.train.config.TrainConfig.run_specs` entry, each field a Python value
+    where all runs share it (a run alone, a group of one method), a mapped constant where
+    they differ."""
+    fields = list(zip(*cfg.run_specs))  # per field, its value in every run
+    shared = [len(set(v)) == 1 for v in fields]
+    if all(shared):
+        run = RunSpec(*(v[0] for v in fields))
+        return over_seeds(lambda s, k, *rest: fn(s, k, run, *rest), cfg.num_runs, in_axes,
                           cfg.seed_map)
-    mapped = over_seeds(fn, cfg.num_runs, (in_axes[0], in_axes[1], 0, *in_axes[2:]),
+    mapped_S = tuple(np.asarray([-1 if x is None else x for x in v]) for v, same
+                     in zip(fields, shared) if not same)
+
+    def one(s, k, arrays, *rest):
+        it = iter(arrays)
+        run = RunSpec(*(v[0] if same else next(it) for v, same in zip(fields, shared)))
+        return fn(s, k, run, *rest)
+
+    mapped = over_seeds(one, cfg.num_runs, (in_axes[0], in_axes[1], 0, *in_axes[2:]),
                         cfg.seed_map)
-    pen_S = np.asarray(pens)
-    return lambda s, k, *rest: mapped(s, k, jnp.asarray(pen_S), *rest)
+    return lambda s, k, *rest: mapped(s, k, tuple(jnp.asarray(a) for a in mapped_S), *rest)

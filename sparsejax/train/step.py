@@ -36,7 +36,7 @@ from sparsejax.train.config import TrainConfig
 from sparsejax.train.engine import gradient_step
 from sparsejax.train.hybrid import HybridModel
 from sparsejax.train.mesh import batch_sharding, check_batch, replicated
-from sparsejax.train.seeds import over_runs, per_run
+from sparsejax.train.seeds import RunSpec, over_runs, per_run, run_k
 from sparsejax.train.state import TrainState, optimizer
 
 
@@ -83,14 +83,14 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
     x_sharding = batch_sharding(mesh)
     ctrl = cfg.controller
 
-    def run_step(state: TrainState, k: jax.Array, pen, images=None):
-        # pen: the controller steers this run's penalty to the k target (PENALISED)
+    def run_step(state: TrainState, k: jax.Array, run: RunSpec, images=None):
+        # run.pen: the controller steers this run's penalty to its k target (PENALISED)
         x, eps = step_batch(dataset, state, b, num_latents, x_sharding, images)
-        coef = per_run(pen, ctrl.coef(state.ctrl), jnp.zeros((), jnp.float32))
+        coef = per_run(run.pen, ctrl.coef(state.ctrl), jnp.zeros((), jnp.float32))
         dead = dead_mask(state.last_fired, state.step, cfg.remedy.dead_after)
         params, opt_state, loss, (terms, h) = gradient_step(
             model, tx, state.params, state.opt_state, (x, eps, dead),
-            (model.layer_k(k, pen), coef))
+            (model.layer_k(k, run), coef))
         params = model.after_update(params, h)
         terms = {"loss": loss, **terms}
         if h is None:
@@ -99,7 +99,8 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
             fired = jnp.sum(h > 0, axis=0, dtype=jnp.int32)
             fire = state.fire + fired
             last_fired = jnp.where(fired > 0, state.step + 1, state.last_fired)
-        new_ctrl = per_run(pen, ctrl.update(state.ctrl, terms["l0"], k), state.ctrl)
+        new_ctrl = per_run(run.pen, ctrl.update(state.ctrl, terms["l0"], run_k(k, run)),
+                           state.ctrl)
         bad = jnp.where((state.bad_step < 0) & ~jnp.isfinite(loss), state.step, state.bad_step)
         sums = {n: state.sums[n] + (terms[n] if n != "steps" else 1.0) for n in state.sums}
         new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
@@ -126,7 +127,7 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
 
 def _jit_over_runs(fn: Callable, cfg: TrainConfig, mesh: Mesh, host_data: bool,
                    out_shardings) -> Callable:
-    """``fn(state, k, pen[, images])`` over the S runs, jitted with the state donated: the
+    """``fn(state, k, run[, images])`` over the S runs, jitted with the state donated: the
     state and k replicated, host-fed images ``[S, B, ...]`` sharded over the batch."""
     rep = replicated(mesh)
     if host_data:
@@ -163,8 +164,8 @@ def make_resample_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: Factor
     tx = optimizer(cfg)
     x_sharding = batch_sharding(mesh)
 
-    def run(state: TrainState, k: jax.Array, pen, images=None):
-        del pen  # TrainConfig refuses resampling in a group
+    def resample(state: TrainState, k: jax.Array, run: RunSpec, images=None):
+        del run  # TrainConfig refuses resampling in a group
         x, eps = step_batch(dataset, state, cfg.batch_size, cfg.num_latents, x_sharding,
                             images)
         dead = dead_mask(state.last_fired, state.step, cfg.remedy.dead_after)
@@ -176,7 +177,7 @@ def make_resample_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: Factor
         return state.replace(params=params, opt_state=opt_state,
                              last_fired=jnp.where(dead, state.step, state.last_fired))
 
-    return _jit_over_runs(run, cfg, mesh, host_data, out_shardings=replicated(mesh))
+    return _jit_over_runs(resample, cfg, mesh, host_data, out_shardings=replicated(mesh))
 
 
 def host_batch(dataset: FactorDataset, key_data_S: np.ndarray, step: int, batch_size: int

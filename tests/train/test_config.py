@@ -7,6 +7,7 @@ import pytest
 from sparsejax.sparsity.schedules import KSchedule
 from sparsejax.train import config as C
 from sparsejax.train.config import ConfigError, TrainConfig
+from sparsejax.train.seeds import RunSpec
 
 
 def test_presets_are_valid_and_shaped_as_documented():
@@ -33,9 +34,13 @@ def test_presets_are_valid_and_shaped_as_documented():
     (dict(schedule={"kind": "exp"}), "schedule: unknown k schedule kind"),
     (dict(bogus=1), "unknown config field"),
     (dict(method="l1", group=("topk",)), r"method must be one of \['topk'\]"),
-    (dict(group=("dense",)), r"expected distinct methods from \['l1'\]"),
-    (dict(group=("l1", "l1")), "expected distinct methods"),
-    (dict(group="l1"), "group must be a list of method names"),
+    (dict(group=("dense",)), r"group member 'dense': expected one of \['l1'\]"),
+    (dict(group=("l1", "l1")), "expected distinct members"),
+    (dict(group=("topk",)), "expected distinct members, none the method 'topk'"),
+    (dict(group=("topk@x",)), "expected <method>@<k> with k an integer"),
+    (dict(group=("topk@0",)), r"its k must be within \[1, num_units=500\]"),
+    (dict(group=("topk@501",)), r"its k must be within \[1, num_units=500\]"),
+    (dict(group="l1"), "group must be a list of member names"),
     (dict(group=("l1",), topk_relu=False), "needs topk_relu=true"),
     (dict(group=("l1",), remedy={"resample_every": 10}), "not supported in a group"),
 ])
@@ -66,6 +71,17 @@ def test_a_group_lists_its_runs_method_major():
     alone = C.preset("smoke", method="l1", num_seeds=2)
     assert alone.run_names == ("seed_0", "seed_1") and alone.penalised_runs == (True, True)
     assert cfg.program_key() != cfg.replace(group=()).program_key()
+
+
+def test_members_at_a_fixed_k_set_their_runs_k():
+    cfg = C.preset("smoke", group=("l1", "topk@500", "topk@50", "l1@80"))
+    assert cfg.members == ("topk", "l1", "topk@500", "topk@50", "l1@80")
+    assert cfg.run_names[2:4] == ("topk@500_seed_0", "topk@50_seed_0")
+    assert cfg.run_specs == (RunSpec(False, None), RunSpec(True, None), RunSpec(False, 500),
+                             RunSpec(False, 50), RunSpec(True, 80))
+    assert [cfg.run_k(i, 123) for i in range(5)] == [123, 123, 500, 50, 80]
+    assert C.parse_member("topk@50") == ("topk", 50) and C.parse_member("l1") == ("l1", None)
+    assert C.from_dict(json.loads(cfg.to_json())) == cfg
 
 
 def test_parse_value_from_command_line_strings():

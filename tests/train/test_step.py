@@ -50,9 +50,9 @@ class Setup:
     def init(self, **changes):
         return St.init_state(self.cfg.replace(**changes), 1, Me.replicated(self.mesh))
 
-    def run(self, state, steps=len(KS)):
+    def run(self, state, steps=len(KS), ks=KS):
         for t in range(steps):
-            k = jnp.int32(KS[t % len(KS)])
+            k = jnp.int32(ks[t % len(ks)])
             if self.dataset.on_device:
                 state, m = self.step(state, k)
             else:
@@ -159,16 +159,18 @@ def test_a_scan_of_t_steps_equals_t_single_steps(setups, l1_setup, dsprites, met
 
 
 def test_grouped_methods_equal_separate_runs(setups, l1_setup, dsprites, cfg):
-    """Top-k and L1 in one vmapped program (``group``: L1 is Top-k at k = N with its
-    penalty on), scanned 4 steps per dispatch as the accelerators' presets run it, train
-    what the two separate runs do step by step: parameters, controller, counts."""
-    g = Setup(cfg.replace(group=("l1",), seed_map="vmap"), dsprites, jax.devices()[:1])
-    assert g.cfg.runs == (("topk", 0), ("l1", 0))
+    """Top-k, L1 and Top-k held at k = 20 in one vmapped program (``group``: L1 is Top-k at
+    k = N with its penalty on; a fixed-k member's k is its own), scanned 4 steps per
+    dispatch as the accelerators' presets run it, train what the separate runs do step by
+    step: parameters, controller, counts."""
+    g = Setup(cfg.replace(group=("l1", "topk@20"), seed_map="vmap"), dsprites,
+              jax.devices()[:1])
+    assert g.cfg.runs == (("topk", 0), ("l1", 0), ("topk@20", 0))
     scan = Sp.make_train_step(g.cfg, g.gd, dsprites, g.mesh, scan_steps=4)
     state, m_T = scan(g.init(), jnp.asarray([KS[t % len(KS)] for t in range(4)], jnp.int32))
-    chex.assert_shape(m_T["l1_coef"], (4, 2))
-    for i, s in enumerate((setups["one"], l1_setup)):
-        alone, m_alone = s.run(s.init(), steps=4)
+    chex.assert_shape(m_T["l1_coef"], (4, 3))
+    for i, (s, ks) in enumerate(((setups["one"], KS), (l1_setup, KS), (setups["one"], (20,)))):
+        alone, m_alone = s.run(s.init(), steps=4, ks=ks)
         run_i = jax.tree.map(lambda x: x[i:i + 1], state)
         _close(run_i.params, alone.params)
         _close(run_i.ctrl, alone.ctrl, rtol=1e-5)
@@ -176,10 +178,10 @@ def test_grouped_methods_equal_separate_runs(setups, l1_setup, dsprites, cfg):
         for name in ("loss", "l0", "l1_coef"):
             _close(m_T[name][-1, i:i + 1], m_alone[name], rtol=1e-5)
     coefs = np.asarray(m_T["l1_coef"])  # [T, S]
-    assert np.all(coefs[:, 0] == 0) and np.all(coefs[:, 1] > 0)
+    assert np.all(coefs[:, [0, 2]] == 0) and np.all(coefs[:, 1] > 0)
     assert len(set(coefs[:, 1])) > 1  # the L1 run's controller moved
-    l0 = m_T["l0"][2]  # at k = 8: Top-k is cut there, the L1 run's ReLU is not
-    assert float(l0[0]) <= KS[2] < float(l0[1])
+    l0 = m_T["l0"][2]  # at k = 8: Top-k is cut there, the L1 run's ReLU is not, nor k = 20
+    assert float(l0[0]) <= KS[2] < float(l0[1]) and KS[2] < float(l0[2]) <= 20
 
 
 def test_firing_counts_and_batch_against_an_independent_forward(setups, dsprites, cfg):
