@@ -110,10 +110,16 @@ class CollapseConfig:
         (no warm-up, controls or baseline) trains this many epochs at its final k, with no
         data-dependent start (``sparse_init`` default), from the runs of the same grid
         (``run_cells``'s ``init_root``).
-      group: ``"on"``: a dataset's Top-k and L1 cells train in one program (every seed of
-        both; :attr:`grouped`); ``"off"``: a program per cell; ``"auto"``: on where the
-        seeds are vmapped (accelerators), off on CPU, where runs in one program are
-        unrolled side by side and gain nothing. Recorded resolved in results.json.
+      group: ``"on"``: a dataset's cells that Top-k's graph computes train in one program
+        (:attr:`grouped`, :meth:`member_of`: Top-k, L1, and the ReLU without a penalty and
+        Top-k at a fixed k where they start as Top-k does; every seed of each);
+        ``"off"``: a program per cell; ``"auto"``: on where the seeds are vmapped
+        (accelerators), off on CPU, where runs in one program are unrolled side by side
+        and gain nothing. Recorded resolved in results.json.
+      group_size: with a group, the most runs (arms x seeds) one program trains, whole
+        arms packed in :meth:`cells` order (at least one arm; one arm is no group); 0
+        (the default) puts every arm that can join in one program, the most this grid
+        offers an accelerator (the fill is not sized from the device's memory).
     """
 
     preset: str = "small"
@@ -131,6 +137,7 @@ class CollapseConfig:
     arms: dict = dataclasses.field(default_factory=dict)
     continue_epochs: int = 0
     group: str = "auto"
+    group_size: int = 0
 
     @property
     def grouped(self) -> bool:
@@ -144,18 +151,43 @@ class CollapseConfig:
             return resolve_seed_map(mode) == "vmap"
         return self.group == "on"
 
+    def member_of(self, dataset: str, arm: str) -> str | None:
+        """The group member (``TrainConfig.group``) that trains ``arm`` in the program of
+        its dataset's Top-k cell, or None where its run differs from Top-k's in more than
+        the member states: ``"l1"`` (same schedule), ``"topk@<k>"`` (an arm held at k
+        from its first step: ``topk_fixed``, and ``relu_no_penalty`` at k = N)."""
+        if arm == "topk":
+            return "topk"
+        if arm in (WARMUP, "untrained", "dense") or (self.warm_started(arm)
+                                                      != self.warm_started("topk")):
+            return None
+        base, t = self.train_config(dataset, "topk"), self.train_config(dataset, arm)
+        if t.method == "l1":
+            member = "l1"
+        elif t.method == "topk" and t.schedule.start == t.schedule.end:
+            member = f"topk@{t.schedule.end}"
+        else:
+            return None
+        return member if t.replace(method="topk", schedule=base.schedule) == base else None
+
     def units(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """``(run directory name, dataset, cells' arms)`` of every program in the order
         they run (:meth:`cells`' order; a group where its first cell would be)."""
-        out, seen = [], set()
+        packs: dict[str, list[list[str]]] = {}
+        if self.grouped:
+            per = max(1, self.group_size // self.num_seeds) if self.group_size else None
+            for d in self.datasets:
+                arms = [a for dd, a in self.cells() if dd == d and self.member_of(d, a)]
+                per_d = per or len(arms)
+                packs[d] = [arms[i:i + per_d] for i in range(0, len(arms), per_d)] \
+                    if per_d > 1 else []
+        out = []
         for dataset, arm in self.cells():
-            if self.grouped and arm in SPARSE_METHODS:
-                if dataset not in seen:
-                    seen.add(dataset)
-                    out.append((cell_name(dataset, "+".join(SPARSE_METHODS)), dataset,
-                                SPARSE_METHODS))
-                continue
-            out.append((cell_name(dataset, arm), dataset, (arm,)))
+            pack = next((p for p in packs.get(dataset, ()) if arm in p), None)
+            if pack is None or len(pack) == 1:
+                out.append((cell_name(dataset, arm), dataset, (arm,)))
+            elif pack[0] == arm:
+                out.append((cell_name(dataset, "+".join(pack)), dataset, tuple(pack)))
         return out
 
     def unit_of(self, dataset: str, arm: str) -> tuple[str, tuple[str, ...]]:
@@ -168,15 +200,17 @@ class CollapseConfig:
 
     def run_dir(self, out: Path, dataset: str, arm: str) -> tuple[Path, int]:
         """The run directory that holds cell ``(dataset, arm)`` and the index of its first
-        run in that run's state (its seeds follow): > 0 for the L1 cell of a group."""
+        run in that run's state (its seeds follow): > 0 for a group's later cells."""
         name, arms = self.unit_of(dataset, arm)
         return out / "runs" / name, arms.index(arm) * self.num_seeds
 
     def unit_config(self, dataset: str, arms: tuple[str, ...]):
-        """The TrainConfig of one program: its cell's, or a group's (Top-k's, with the
-        L1 arm beside it)."""
+        """The TrainConfig of one program: its cell's, or a group's (its first cell's, with
+        the others' members beside it: their ``members`` line up with ``arms``)."""
         cfg = self.train_config(dataset, arms[0])
-        return cfg.replace(group=arms[1:]) if len(arms) > 1 else cfg
+        if len(arms) == 1:
+            return cfg
+        return cfg.replace(group=tuple(self.member_of(dataset, a) for a in arms[1:]))
 
     def cells(self) -> list[tuple[str, str]]:
         """``(dataset, arm)`` of every run directory in the order they run: the shared
@@ -254,6 +288,9 @@ class CollapseConfig:
             raise ConfigError(f"arms {clash} clash with the grid's own arms")
         if self.group not in GROUP_CHOICES:
             raise ConfigError(f"group {self.group!r}: expected one of {list(GROUP_CHOICES)}")
+        if not isinstance(self.group_size, int) or self.group_size < 0:
+            raise ConfigError(f"group_size must be an integer >= 0 (0: fill the device), got "
+                              f"{self.group_size!r}")
         if not isinstance(self.continue_epochs, int) or self.continue_epochs < 0:
             raise ConfigError(f"continue_epochs must be an integer >= 0, got "
                               f"{self.continue_epochs!r}")
@@ -300,6 +337,17 @@ def preset_config(name: str, **overrides) -> CollapseConfig:
     return cfg
 
 
+def study_config(collapse_cfg: dict) -> CollapseConfig:
+    """The collapse study of results.json's ``config`` (its run directories: ``units``),
+    with the fields of studies from before them at what those studies ran."""
+    d = {k: v for k, v in collapse_cfg.items() if k != "cells"}
+    d["datasets"], d["methods"] = tuple(d["datasets"]), tuple(d["methods"])
+    d.setdefault("group", "off")  # studies from before groups ran a program per cell
+    # studies from before group sizes grouped Top-k and L1 only
+    d.setdefault("group_size", 2 * d.get("num_seeds", 3))
+    return CollapseConfig(**d)
+
+
 def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
     """The collapse study's config (results.json's ``config``), continued at its final k for
     ``epochs`` (default: its ``revival_epochs``), sparse cells only. The runs' settings come
@@ -307,15 +355,13 @@ def revival_config(collapse_cfg: dict, epochs: int | None) -> CollapseConfig:
     runs that were trained."""
     from sparsejax.train import ConfigError
 
-    d = {k: v for k, v in collapse_cfg.items() if k != "cells"}
-    d["datasets"], d["methods"] = tuple(d["datasets"]), tuple(d["methods"])
-    d.setdefault("group", "off")  # studies from before groups ran a program per cell
-    if not d["methods"]:
+    cfg = study_config(collapse_cfg)
+    if not cfg.methods:
         raise ConfigError("the collapse study has no sparse runs to continue (no methods)")
-    recorded = collapse_cfg.get("cells", {}).get(cell_name(d["datasets"][0], d["methods"][0]))
+    recorded = collapse_cfg.get("cells", {}).get(cell_name(cfg.datasets[0], cfg.methods[0]))
     if recorded:
-        d["train"] = {k: v for k, v in recorded.items() if k not in GRID_FIELDS}
-    cfg = CollapseConfig(**d)
+        cfg = dataclasses.replace(cfg, train={k: v for k, v in recorded.items()
+                                              if k not in GRID_FIELDS})
     n = epochs or cfg.revival_epochs
     end = cfg.train_config(cfg.datasets[0], cfg.methods[0]).schedule.end
     train = {**cfg.train, "epochs": n, "schedule": {**cfg.train.get("schedule", {}),
@@ -375,10 +421,12 @@ def measured_rate(cfg: CollapseConfig, min_time: float = 2.0) -> float:
 
 # --------------------------------------------------------------------------- running
 def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path | None = None,
-              tensorboard: bool = True, label: str = "collapse") -> tuple[dict, dict, str]:
+              init_cfg: CollapseConfig | None = None, tensorboard: bool = True,
+              label: str = "collapse") -> tuple[dict, dict, str]:
     """Trains every cell (or picks up finished ones); returns (records by cell, data sources,
-    status). With ``init_root`` each run starts from ``init_root/runs/<cell>`` (revival).
-    ``label`` prefixes the progress lines."""
+    status). With ``init_root`` each run starts from its cell's run in the study there
+    (``init_cfg``'s run directories, default ``cfg``'s: a revival). ``label`` prefixes the
+    progress lines."""
     from sparsejax.train import train
     from sparsejax.train.logs import read_records
     from sparsejax.train.loop import evaluate_init
@@ -391,7 +439,7 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
         method = arms[0]
         if (run_dir / "DONE").exists():
             history = read_records(run_dir / "metrics.jsonl")
-            _split(records, dataset, arms, history)
+            _split(cfg, records, dataset, arms, history)
             print(f"[{label}] {unit}: finished earlier, {len(history)} records", flush=True)
             continue
         tcfg = cfg.unit_config(dataset, arms)
@@ -399,11 +447,12 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
             print(f"[{label}] {unit}: the initial parameters at k = {tcfg.schedule.end}, "
                   f"seeds {list(tcfg.seeds)}", flush=True)
             history = evaluate_init(tcfg, run_dir, dataset=datasets[dataset])
-            _split(records, dataset, arms, history)
+            _split(cfg, records, dataset, arms, history)
             write_atomic(run_dir / "DONE", f"{len(history)} records\n")
             continue
         spe = tcfg.resolved_steps_per_epoch(len(datasets[dataset]))
-        init_from = None if init_root is None else init_root / "runs" / unit
+        init_from = None if init_root is None else init_root / "runs" / (
+            init_cfg or cfg).unit_of(dataset, method)[0]
         if init_root is None and cfg.warm_started(method):
             init_from = out / "runs" / cell_name(dataset, WARMUP)
         print(f"[{label}] {unit}: {tcfg.epochs} epochs x {spe} steps, seeds "
@@ -412,20 +461,23 @@ def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path |
               + (f", from {init_from.name}" if init_from else ""), flush=True)
         result = train(tcfg, run_dir, resume=resume, init_from=init_from,
                        dataset=datasets[dataset], tensorboard=tensorboard)
-        _split(records, dataset, arms, result.history)
+        _split(cfg, records, dataset, arms, result.history)
         if result.status != "done":
             return records, sources, result.status
         write_atomic(run_dir / "DONE", f"{len(result.history)} records\n")
     return records, sources, "done"
 
 
-def _split(records: dict, dataset: str, arms: tuple[str, ...], history: list[dict]) -> None:
-    """The records of one program into its cells' (a group's by each record's method)."""
+def _split(cfg: CollapseConfig, records: dict, dataset: str, arms: tuple[str, ...],
+           history: list[dict]) -> None:
+    """The records of one program into its cells' (a group's by each record's member;
+    records from before members name their method)."""
     if len(arms) == 1:
         records[cell_name(dataset, arms[0])] = history
         return
-    for arm in arms:
-        records[cell_name(dataset, arm)] = [r for r in history if r["method"] == arm]
+    for arm, member in zip(arms, cfg.unit_config(dataset, arms).members):
+        records[cell_name(dataset, arm)] = [r for r in history
+                                            if r.get("member", r["method"]) == member]
 
 
 def cell_records(cfg: CollapseConfig, out: Path, dataset: str, arm: str) -> list[dict]:
@@ -434,7 +486,7 @@ def cell_records(cfg: CollapseConfig, out: Path, dataset: str, arm: str) -> list
 
     unit, arms = cfg.unit_of(dataset, arm)
     records: dict[str, list[dict]] = {}
-    _split(records, dataset, arms, read_records(out / "runs" / unit / "metrics.jsonl"))
+    _split(cfg, records, dataset, arms, read_records(out / "runs" / unit / "metrics.jsonl"))
     return records[cell_name(dataset, arm)]
 
 
@@ -483,8 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--one-pass", action="store_true",
                    help="epochs of one pass over each dataset, as the paper (unequal steps)")
     p.add_argument("--group", choices=GROUP_CHOICES, default="auto",
-                   help="train each dataset's Top-k and L1 cells in one program (auto: on "
-                        "where seeds are vmapped, i.e. accelerators; off on CPU)")
+                   help="train each dataset's cells that Top-k's graph computes (Top-k, L1, "
+                        "the ReLU and fixed-k controls) in one program (auto: on where "
+                        "seeds are vmapped, i.e. accelerators; off on CPU)")
+    p.add_argument("--group-size", type=int, default=0,
+                   help="with a group: the most runs (arms x seeds) per program, whole "
+                        "arms packed (default 0: every arm that can join)")
     p.add_argument("--source", default="auto", help="auto | procedural | file | tfds")
     p.add_argument("--data-dir", help="real dataset copies (default: $SPARSEJAX_DATA_DIR)")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
@@ -505,7 +561,7 @@ def config_from_args(args) -> CollapseConfig:
     from sparsejax.train import config as config_lib
 
     overrides: dict[str, Any] = {"source": args.source, "data_dir": args.data_dir,
-                                 "group": args.group}
+                                 "group": args.group, "group_size": args.group_size}
     if args.seeds is not None:
         overrides["num_seeds"] = args.seeds
     if args.seed is not None:

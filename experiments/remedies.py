@@ -207,7 +207,8 @@ def execute(cfg: RemediesConfig, out: Path, command: str, *, resume: bool,
         records, sources, status = ran
         if status == "done":
             ran = run_cells_or_exit_code(cfg.follow_up, out / "revival", resume=resume,
-                                         init_root=out, tensorboard=tensorboard,
+                                         init_root=out, init_cfg=cfg.grid,
+                                         tensorboard=tensorboard,
                                          label="remedies follow-up")
             if isinstance(ran, int):
                 return ran

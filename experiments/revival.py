@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.collapse import cell_records, revival_config, run_cells_or_exit_code
+from experiments.collapse import (cell_records, revival_config, run_cells_or_exit_code,
+                                  study_config)
 from experiments.collapse_paper import PAPER_K, cell_name
 from experiments.collapse_render import fill, load_template, md_table, pm
 from experiments.collapse_stats import by_run, dead_masks, mean_std, tau_keys, tau_label
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                            "collapse study")
     try:
         cfg = revival_config(collapse["config"], args.epochs)
+        source_cfg = study_config(collapse["config"])  # the run directories there
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -152,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     before = {}
     for d, m in cfg.cells():
-        recs = cell_records(cfg, src, d, m)
+        recs = cell_records(source_cfg, src, d, m)
         before[cell_name(d, m)] = {s: rs[-1] for s, rs in by_run(recs).items()}
     command = "python -m experiments revival " + shlex.join(sys.argv[2:] if argv is None
                                                              else argv)
     with DirLock(out):  # one process per study directory
         clock = WallTime(out, resume=args.resume)
         ran = run_cells_or_exit_code(cfg, out, resume=args.resume, init_root=src,
-                                     tensorboard=not args.no_tensorboard, label="revival")
+                                     init_cfg=source_cfg, tensorboard=not args.no_tensorboard, label="revival")
         if isinstance(ran, int):
             return ran
         records, _, status = ran

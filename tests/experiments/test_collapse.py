@@ -539,40 +539,72 @@ def test_revival_continues_the_tiny_study(tiny_study, tmp_path):
     assert revival.report(rv["cells"], rv) == report
 
 
+GROUP = "dsprites-topk+l1+relu_no_penalty+topk_fixed"
+
+
 @pytest.mark.slow
 def test_grouped_cells_train_what_the_separate_cells_do(tiny_study, tmp_path):
-    """``--group on``: Top-k and L1 in one program (from the shared warm-up), their records
-    split back into the two cells, which match the separate cells; a revival of the grid
+    """``--group on``: Top-k, L1, the ReLU without a penalty (``topk@32``: k = N) and Top-k
+    at the fixed k = 8 (``topk@8``) in one program from the shared warm-up, their records
+    split back into the four cells, which match the separate cells; a revival of the grid
     finds the group's runs. Training only: the report is the same code as ungrouped."""
     out = tmp_path / "grouped"
     cfg = collapse.config_from_args(collapse.build_parser().parse_args(
-        ["--out", str(out), *TINY_ARGV, "--no-controls", "--group", "on"]))
+        ["--out", str(out), *TINY_ARGV, "--group", "on"]))
+    assert cfg.unit_config("dsprites", tuple(GROUP[9:].split("+"))).group == (
+        "l1", "topk@32", "topk@8")
     records, _, status = collapse.run_cells(cfg, out, resume=False, tensorboard=False)
     assert status == "done"
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["dsprites-topk+l1",
-                                                                 "dsprites-warmup"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        GROUP, "dsprites-untrained", "dsprites-warmup"]
     recs = [json.loads(x) for x in
-            (out / "runs" / "dsprites-topk+l1" / "metrics.jsonl").read_text().splitlines()]
+            (out / "runs" / GROUP / "metrics.jsonl").read_text().splitlines()]
+    members = ("topk", "l1", "topk@32", "topk@8")
     assert [(r["epoch"], r["run"]) for r in recs] == [
-        (e, run) for e in (0, 1) for run in ("topk_seed_0", "l1_seed_0")]
+        (e, f"{m}_seed_0") for e in (0, 1) for m in members]
     for r in recs:  # the penalty and its controller are the L1 run's alone
-        assert (r["l1_coef"] > 0, r["l0_ema"] is not None) == (r["method"] == "l1",) * 2
-    for cell in TINY_MAIN:
+        assert (r["l1_coef"] > 0, r["l0_ema"] is not None) == (r["member"] == "l1",) * 2
+    for cell in TINY_CELLS[1:3] + TINY_CELLS[4:]:
         sep = [json.loads(x) for x in
                (tiny_study / "runs" / cell / "metrics.jsonl").read_text().splitlines()]
         assert [r["method"] for r in records[cell]] == [sep[0]["method"]] * 2
         for a, b in zip(records[cell], sep):
             assert (a["step"], a["k"], a["firing_counts"]) == (b["step"], b["k"],
-                                                               b["firing_counts"])
+                                                               b["firing_counts"]), cell
             for term in ("recon", "kl", "l0", "sae"):
                 assert a["eval"][term] == pytest.approx(b["eval"][term], rel=1e-3), term
-    recorded = collapse.config_dict(cfg)
-    assert recorded["group"] == "on"
-    again = collapse.revival_config(json.loads(json.dumps(recorded)), 1)
+    recorded = json.loads(json.dumps(collapse.config_dict(cfg)))
+    assert (recorded["group"], recorded["group_size"]) == ("on", 0)
+    again = collapse.revival_config(recorded, 1)
     assert again.units() == [("dsprites-topk+l1", "dsprites", ("topk", "l1"))]
-    assert collapse.cell_records(again, out, "dsprites", "l1") == records["dsprites-l1"]
-    older = {k: v for k, v in recorded.items() if k != "group"}  # before groups existed
+    source = collapse.study_config(recorded)
+    assert source.unit_of("dsprites", "l1") == (GROUP, tuple(GROUP[9:].split("+")))
+    assert collapse.cell_records(source, out, "dsprites", "l1") == records["dsprites-l1"]
+    older = {k: v for k, v in recorded.items() if k not in ("group", "group_size")}
     assert collapse.revival_config(older, 1).units()[0][0] == "dsprites-topk"
+    two = {**recorded}  # a grouped study from before group sizes: Top-k and L1 only
+    del two["group_size"]
+    assert collapse.study_config(two).units()[1][0] == "dsprites-topk+l1"
+
+
+def test_group_size_packs_whole_arms_in_cell_order():
+    def units(**kw):
+        cfg = collapse.preset_config("smoke", datasets=("dsprites",), num_seeds=3,
+                                     warmup_epochs=1, group="on", **kw)
+        return [u[0][9:] for u in cfg.units()]
+
+    assert units() == ["warmup", "topk+l1+relu_no_penalty+topk_fixed", "untrained", "dense"]
+    assert units(group_size=9) == ["warmup", "topk+l1+relu_no_penalty", "untrained",
+                                   "topk_fixed", "dense"]
+    assert units(group_size=6) == ["warmup", "topk+l1", "untrained",
+                                   "relu_no_penalty+topk_fixed", "dense"]
+    assert units(group_size=5) == ["warmup", "topk", "l1", "untrained", "relu_no_penalty",
+                                   "topk_fixed", "dense"]  # one arm each: no group
+    cold = collapse.preset_config("smoke", datasets=("dsprites",), group="on")  # no warm-up
+    assert cold.member_of("dsprites", "relu_no_penalty") == "topk@500"
+    assert cold.member_of("dsprites", "untrained") is None
+    with pytest.raises(ConfigError, match="group_size must be an integer >= 0"):
+        collapse.preset_config("smoke", group_size=-1)
 
 
 @pytest.mark.parametrize("method,fvu,flagged", [("topk", 1.0, True), ("topk", 0.99, False),

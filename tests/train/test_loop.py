@@ -16,6 +16,7 @@ from sparsejax.data import FactorDataset, get_dataset
 from sparsejax.dir_lock import DirectoryLockedError
 from sparsejax.train import (Checkpointer, ConfigError, RunExistsError, TrainingDiverged,
                              load_run, train)
+from sparsejax.train import config as C
 QUIET = dict(metrics_fn=None, progress_tty=False)
 
 
@@ -188,3 +189,20 @@ def test_dense_baseline_checkpoints_and_resumes(tiny, tmp_path):
     assert first.status == "done" and first.history[0]["train_firing_counts"] == []
     restored = load_run(tmp_path)
     jax.tree.map(np.testing.assert_array_equal, _params(restored), _params(first))
+
+
+def test_init_from_picks_each_runs_source_by_member_and_seed():
+    """A group starts from a warm-up's run of its seed, a follow-up of some members from
+    those members' runs, and runs a source does not hold are refused by name."""
+    from sparsejax.train.loop import _source_runs
+
+    warm = C.preset("smoke", num_seeds=2)
+    big = warm.replace(group=("l1", "topk@500", "topk@50"))
+    assert _source_runs(big, warm, "w") == [0, 1] * 4  # method-major: each member, seeds
+    pair = warm.replace(group=("l1",))
+    assert _source_runs(pair, big, "g") == [0, 1, 2, 3]
+    assert _source_runs(warm.replace(method="l1"), big, "g") == [2, 3]
+    assert _source_runs(warm.replace(group=("topk@50",)), big, "g") == [0, 1, 6, 7]
+    assert _source_runs(big, big, "g") == list(range(8))
+    with pytest.raises(ConfigError, match=r"l1@80 seed 0"):
+        _source_runs(warm.replace(group=("l1@80",)), big, "g")
