@@ -133,6 +133,7 @@ def train_hybrid():
         yield _scanned(ours)
         yield measure(seeds=SEEDS)
         yield _grouped(ours, SEEDS)
+        yield _grouped(ours, SEEDS, study_group())
         return
     plain = measure(conv_impl="lax", min_time=2.0)  # the plain Flax formulation
     plain_floor = plain["matmul_flops_per_s"] / plain["flops_per_step"] * BATCH
@@ -158,9 +159,18 @@ def _scanned(one_step: dict) -> dict:
             "vs_one_step": round(row["images_per_s"] / one_step["images_per_s"], 3)}
 
 
-def _grouped(one_model: dict, seeds: int) -> dict:
-    """The row of Top-k and L1 in one program (``seeds`` of each), beside one model's."""
-    row = measure(seeds=seeds, group=("l1",))
+def study_group() -> tuple[str, ...]:
+    """The members beside Top-k in the collapse study's ``paper`` group on an accelerator,
+    as ``experiments.collapse.CollapseConfig.member_of`` derives them: L1, the ReLU (Top-k
+    at k = N) and Top-k at the schedule's final k (the fixed-k control)."""
+    cfg = preset("paper")
+    return ("l1", f"topk@{cfg.num_units}", f"topk@{cfg.schedule.end}")
+
+
+def _grouped(one_model: dict, seeds: int, group: tuple[str, ...] = ("l1",)) -> dict:
+    """The row of Top-k and ``group``'s members in one program (``seeds`` of each), beside
+    one model's."""
+    row = measure(seeds=seeds, group=group)
     return {**row, "one_model_images_per_s": one_model["images_per_s"],
             "vs_one_model": round(row["images_per_s"] / one_model["images_per_s"], 3)}
 

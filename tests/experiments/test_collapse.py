@@ -603,6 +603,10 @@ def test_group_size_packs_whole_arms_in_cell_order():
     cold = collapse.preset_config("smoke", datasets=("dsprites",), group="on")  # no warm-up
     assert cold.member_of("dsprites", "relu_no_penalty") == "topk@500"
     assert cold.member_of("dsprites", "untrained") is None
+    from experiments.bench.train import study_group  # the bench times the paper's group
+    paper = collapse.preset_config("paper", datasets=("dsprites",), group="on")
+    arms = next(u[2] for u in paper.units() if len(u[2]) > 1)
+    assert paper.unit_config("dsprites", arms).group == study_group()
     with pytest.raises(ConfigError, match="group_size must be an integer >= 0"):
         collapse.preset_config("smoke", group_size=-1)
 
