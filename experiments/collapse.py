@@ -20,9 +20,11 @@ or at ``--rate`` (:func:`cost_estimate`; the ``paper_estimate`` bench row is the
 Runs live in ``DIR/runs/<dataset>-<method>/`` (one engine run directory per cell, its seeds
 trained together in one program); a finished cell is marked ``DONE`` and skipped on
 ``--resume``, an unfinished one continues from its last checkpoint. With ``--group on``
-(the default on accelerators) a dataset's Top-k and L1 cells train as one program, every
-seed of both (``TrainConfig.group``: L1 is Top-k at k = N with its penalty on), in
-``DIR/runs/<dataset>-topk+l1/``; their records are split back into the two cells.
+(the default on accelerators) a dataset's cells that Top-k's graph computes train as one
+program, every seed of each (``TrainConfig.group``: L1 is Top-k at k = N with its penalty
+on; the ReLU control and fixed-k Top-k are Top-k held at one k), in
+``DIR/runs/<dataset>-topk+l1+.../``, as many arms per program as the device's memory
+holds (``--group-size``, :func:`fill_device`); their records are split back into cells.
 Exit status: 0 done, 130 interrupted (rerun with --resume), 1 failed, 2 bad arguments.
 """
 
@@ -118,8 +120,10 @@ class CollapseConfig:
         and gain nothing. Recorded resolved in results.json.
       group_size: with a group, the most runs (arms x seeds) one program trains, whole
         arms packed in :meth:`cells` order (at least one arm; one arm is no group); 0
-        (the default) puts every arm that can join in one program, the most this grid
-        offers an accelerator (the fill is not sized from the device's memory).
+        (the default) fills the device: a study resolves it before training
+        (:func:`fill_device`: the arms that fit in the device's free memory, recorded in
+        ``fill.json``); where the device does not report its memory (CPU), every arm
+        that can join shares one program.
     """
 
     preset: str = "small"
@@ -420,6 +424,62 @@ def measured_rate(cfg: CollapseConfig, min_time: float = 2.0) -> float:
 
 
 # --------------------------------------------------------------------------- running
+# Of a device's free memory, the share one group's train step may take: the rest holds the
+# per-epoch evaluation program, device-resident data and the allocator's fragmentation.
+FILL_FRACTION = 0.7
+FILL_FILE = "fill.json"  # the group size a study resolved, so a resume packs the same runs
+
+
+def fill_device(cfg: CollapseConfig, out: Path | None = None, *,
+                free_bytes: int | None = None) -> CollapseConfig:
+    """``cfg`` with ``group_size`` 0 ("fill the device") resolved to a number of runs.
+
+    Where the config groups and the device reports its memory (GPU, TPU): as many whole
+    arms as :data:`FILL_FRACTION` of the free bytes (``free_bytes``, default
+    :func:`~sparsejax.train.memory.device_free_bytes`) holds at one arm's measured step
+    (:func:`~sparsejax.train.memory.step_bytes` of the first group's first arm, all its
+    seeds; a group of A arms is taken to need A times that, as its runs are vmapped), at
+    least one and at most every arm that can join. ``out/fill.json`` records the choice and
+    is read back instead of measuring again, so a resume on another device trains the same
+    programs. Unchanged where the config does not group, sets a size, or the backend does
+    not report memory (CPU: every arm that can join shares a program)."""
+    from sparsejax.atomic_io import read_json
+    from sparsejax.train.mesh import device_label
+
+    if not cfg.grouped or cfg.group_size:
+        return cfg
+    path = None if out is None else Path(out) / FILL_FILE
+    if path is not None and path.exists():
+        return dataclasses.replace(cfg, group_size=int(
+            read_json(path, "the study's group size")["group_size"]))
+    groups = [u for u in cfg.units() if len(u[2]) > 1]
+    if not groups:
+        return cfg
+    if free_bytes is None:
+        from sparsejax.train.memory import device_free_bytes
+
+        free_bytes = device_free_bytes()
+        if free_bytes is None:
+            return cfg
+    from sparsejax.train.memory import step_bytes
+
+    _, dataset, arms = groups[0]
+    arm_bytes = step_bytes(cfg.unit_config(dataset, arms[:1]),
+                           get_dataset(dataset, cfg.source, cfg.data_dir))
+    most = max(len(u[2]) for u in groups)
+    fit = int(FILL_FRACTION * free_bytes // arm_bytes)
+    size = max(1, min(fit, most)) * cfg.num_seeds
+    print(f"[collapse] group size {size} runs ({size // cfg.num_seeds} of {most} arms x "
+          f"{cfg.num_seeds} seeds): one arm's step takes {arm_bytes / 2**20:.0f} MiB of "
+          f"{free_bytes / 2**20:.0f} MiB free on {device_label()}", flush=True)
+    if path is not None:
+        write_atomic(path, json.dumps({
+            "group_size": size, "arm_bytes": arm_bytes, "free_bytes": free_bytes,
+            "fill_fraction": FILL_FRACTION, "arms_that_fit": fit, "device": device_label()})
+            + "\n")
+    return dataclasses.replace(cfg, group_size=size)
+
+
 def run_cells(cfg: CollapseConfig, out: Path, *, resume: bool, init_root: Path | None = None,
               init_cfg: CollapseConfig | None = None, tensorboard: bool = True,
               label: str = "collapse") -> tuple[dict, dict, str]:
@@ -540,7 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "seeds are vmapped, i.e. accelerators; off on CPU)")
     p.add_argument("--group-size", type=int, default=0,
                    help="with a group: the most runs (arms x seeds) per program, whole "
-                        "arms packed (default 0: every arm that can join)")
+                        "arms packed (default 0: fill the device, as many arms as its "
+                        "free memory holds; every arm that can join where it does not "
+                        "say, as on CPU)")
     p.add_argument("--source", default="auto", help="auto | procedural | file | tfds")
     p.add_argument("--data-dir", help="real dataset copies (default: $SPARSEJAX_DATA_DIR)")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
@@ -642,7 +704,7 @@ def dry_run(cfg: CollapseConfig, rate: float | None) -> int:
     def dataset_size(name: str) -> int:
         return len(get_dataset(name, cfg.source, cfg.data_dir))
 
-    est = cost_estimate(cfg, rate or measured_rate(cfg), dataset_size)
+    est = cost_estimate(cfg, rate or measured_rate(fill_device(cfg)), dataset_size)
     est["rate_from"] = "--rate" if rate else "measured"
     print(json.dumps({**est, "device": device_label()}))
     return 0
@@ -656,6 +718,7 @@ def execute(cfg: CollapseConfig, out: Path, command: str, *, resume: bool,
 
     with DirLock(out):  # one process per study directory
         clock = WallTime(out, resume=resume)
+        cfg = fill_device(cfg, out)
         ran = run_cells_or_exit_code(cfg, out, resume=resume, tensorboard=tensorboard)
         if isinstance(ran, int):
             return ran

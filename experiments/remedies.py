@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.collapse import (CollapseConfig, config_dict, recon_floors,
+from experiments.collapse import (CollapseConfig, config_dict, fill_device, recon_floors,
                                   run_cells_or_exit_code, study_dir)
 from experiments.remedies_analysis import POSTHOC
 from experiments.wall_time import WallTime
@@ -200,6 +200,7 @@ def execute(cfg: RemediesConfig, out: Path, command: str, *, resume: bool,
 
     with DirLock(out):
         clock = WallTime(out, resume=resume)
+        cfg = dataclasses.replace(cfg, grid=fill_device(cfg.grid, out))
         ran = run_cells_or_exit_code(cfg.grid, out, resume=resume, tensorboard=tensorboard,
                                      label="remedies")
         if isinstance(ran, int):

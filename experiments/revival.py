@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.collapse import (cell_records, revival_config, run_cells_or_exit_code,
-                                  study_config)
+from experiments.collapse import (cell_records, fill_device, revival_config,
+                                  run_cells_or_exit_code, study_config)
 from experiments.collapse_paper import PAPER_K, cell_name
 from experiments.collapse_render import fill, load_template, md_table, pm
 from experiments.collapse_stats import by_run, dead_masks, mean_std, tau_keys, tau_label
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              else argv)
     with DirLock(out):  # one process per study directory
         clock = WallTime(out, resume=args.resume)
+        cfg = fill_device(cfg, out)
         ran = run_cells_or_exit_code(cfg, out, resume=args.resume, init_root=src,
                                      init_cfg=source_cfg, tensorboard=not args.no_tensorboard, label="revival")
         if isinstance(ran, int):

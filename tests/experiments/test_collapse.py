@@ -624,3 +624,30 @@ def test_a_sparse_layer_that_does_not_beat_its_inputs_mean_is_not_evidence(metho
     flags = cell_flags(cell, floors)
     assert ("sae_fvu_not_below_1" in flags) == flagged
     assert is_evidence({"flags": flags}) == (not flagged)
+
+
+def test_fill_device_packs_the_arms_that_fit_and_a_resume_reads_them_back(tmp_path,
+                                                                           monkeypatch):
+    from sparsejax.train import memory
+
+    measured = []
+    monkeypatch.setattr(memory, "step_bytes", lambda t, ds: measured.append(t) or 100)
+    cfg = collapse.preset_config("smoke", datasets=("dsprites",), num_seeds=3,
+                                 warmup_epochs=1, group="on")
+    # 0.7 of 300 bytes holds two arms of 100: Top-k + L1, then the two controls
+    two = collapse.fill_device(cfg, tmp_path, free_bytes=300)
+    assert two.group_size == 6 and [u[0][9:] for u in two.units()] == [
+        "warmup", "topk+l1", "untrained", "relu_no_penalty+topk_fixed", "dense"]
+    assert [(t.method, t.group, t.num_seeds) for t in measured] == [("topk", (), 3)]
+    saved = json.loads((tmp_path / collapse.FILL_FILE).read_text())
+    assert (saved["group_size"], saved["arm_bytes"], saved["free_bytes"]) == (6, 100, 300)
+    # a resume (another device, more memory) packs the same runs, measuring nothing
+    assert collapse.fill_device(cfg, tmp_path, free_bytes=10**9).group_size == 6
+    assert len(measured) == 1
+    assert collapse.fill_device(cfg, free_bytes=10**9).group_size == 12  # at most all arms
+    assert collapse.fill_device(cfg, free_bytes=10).group_size == 3  # at least one arm
+    monkeypatch.setattr(memory, "device_free_bytes", lambda: None)  # as XLA:CPU reports
+    assert collapse.fill_device(cfg, tmp_path / "x") == cfg
+    for kept in (dataclasses.replace(cfg, group="off"), dataclasses.replace(cfg, group_size=9)):
+        assert collapse.fill_device(kept, tmp_path / "x", free_bytes=300) == kept
+    assert not (tmp_path / "x").exists()
