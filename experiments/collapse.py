@@ -41,7 +41,7 @@ from typing import Any
 
 from experiments.collapse_paper import ARM_METHOD, CONTROLS, WARMUP, cell_name
 from experiments.wall_time import WallTime
-from sparsejax.atomic_io import write_atomic
+from sparsejax.atomic_io import read_json, write_atomic
 from sparsejax.data import DATASETS, get_dataset
 from sparsejax.dir_lock import DirLock, output_path
 from sparsejax.models import SPARSE_METHODS
@@ -443,7 +443,6 @@ def fill_device(cfg: CollapseConfig, out: Path | None = None, *,
     is read back instead of measuring again, so a resume on another device trains the same
     programs. Unchanged where the config does not group, sets a size, or the backend does
     not report memory (CPU: every arm that can join shares a program)."""
-    from sparsejax.atomic_io import read_json
     from sparsejax.train.mesh import device_label
 
     if not cfg.grouped or cfg.group_size:

@@ -47,7 +47,8 @@ from sparsejax.train.logs import METRICS_FILE, MetricsLog, Progress
 from sparsejax.train.mesh import batch_sharding, check_batch, global_array, make_mesh, replicated
 from sparsejax.train.state import (LOSS_TERMS, TrainState, abstract_state, graft, init_state,
                                    optimizer, start_epoch)
-from sparsejax.train.step import host_batch, make_resample_step, make_train_step
+from sparsejax.train.step import (host_batch, make_resample_step, make_train_step,
+                                   scan_length)
 
 CONFIG_FILE = "config.json"
 
@@ -397,8 +398,8 @@ def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
                        jax.jit(start_epoch, donate_argnums=0, out_shardings=replicated(mesh)),
                        make_resample_step(cfg, graphdef, ds, mesh)
                        if cfg.remedy.resample_every else None,
-                       make_train_step(cfg, graphdef, ds, mesh, scan_steps=cfg.scan_steps)
-                       if cfg.scan_steps > 1 and ds.on_device else None)
+                       make_train_step(cfg, graphdef, ds, mesh, scan_steps=scan)
+                       if (scan := scan_length(cfg, ds)) else None)
     return _CACHE[key]
 
 

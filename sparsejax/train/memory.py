@@ -16,7 +16,7 @@ from sparsejax.train.config import TrainConfig
 from sparsejax.train.hybrid import model_graphdef
 from sparsejax.train.mesh import batch_sharding, make_mesh, replicated
 from sparsejax.train.state import abstract_state
-from sparsejax.train.step import make_train_step
+from sparsejax.train.step import make_train_step, scan_length
 
 
 def device_free_bytes(device: jax.Device | None = None) -> int | None:
@@ -39,7 +39,7 @@ def step_bytes(cfg: TrainConfig, dataset: FactorDataset, mesh=None) -> int:
     program once from abstract shapes; allocates nothing."""
     mesh = mesh or make_mesh()
     rep = replicated(mesh)
-    scan = cfg.scan_steps if cfg.scan_steps > 1 and dataset.on_device else None
+    scan = scan_length(cfg, dataset)
     channels = dataset.observation_shape[-1]
     step = make_train_step(cfg, model_graphdef(cfg, channels), dataset, mesh, scan_steps=scan)
     args = [abstract_state(cfg, channels, rep),

@@ -125,6 +125,12 @@ def make_train_step(cfg: TrainConfig, graphdef: nnx.GraphDef, dataset: FactorDat
                    donate_argnums=0)
 
 
+def scan_length(cfg: TrainConfig, dataset: FactorDataset) -> int | None:
+    """T of the dispatch that scans T steps for ``cfg`` on ``dataset`` (``scan_steps`` > 1
+    on device-rendered data; a host-fed batch is read per step), or None: one per call."""
+    return cfg.scan_steps if cfg.scan_steps > 1 and dataset.on_device else None
+
+
 def _jit_over_runs(fn: Callable, cfg: TrainConfig, mesh: Mesh, host_data: bool,
                    out_shardings) -> Callable:
     """``fn(state, k, run[, images])`` over the S runs, jitted with the state donated: the
