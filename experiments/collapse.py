@@ -443,8 +443,6 @@ def fill_device(cfg: CollapseConfig, out: Path | None = None, *,
     is read back instead of measuring again, so a resume on another device trains the same
     programs. Unchanged where the config does not group, sets a size, or the backend does
     not report memory (CPU: every arm that can join shares a program)."""
-    from sparsejax.train.mesh import device_label
-
     if not cfg.grouped or cfg.group_size:
         return cfg
     path = None if out is None else Path(out) / FILL_FILE
@@ -454,27 +452,27 @@ def fill_device(cfg: CollapseConfig, out: Path | None = None, *,
     groups = [u for u in cfg.units() if len(u[2]) > 1]
     if not groups:
         return cfg
-    if free_bytes is None:
-        from sparsejax.train.memory import device_free_bytes
+    from sparsejax.train import memory
+    from sparsejax.train.mesh import device_label
 
-        free_bytes = device_free_bytes()
+    if free_bytes is None:
+        free_bytes = memory.device_free_bytes()
         if free_bytes is None:
             return cfg
-    from sparsejax.train.memory import step_bytes
-
     _, dataset, arms = groups[0]
-    arm_bytes = step_bytes(cfg.unit_config(dataset, arms[:1]),
-                           get_dataset(dataset, cfg.source, cfg.data_dir))
+    arm_bytes = memory.step_bytes(cfg.unit_config(dataset, arms[:1]),
+                                  get_dataset(dataset, cfg.source, cfg.data_dir))
     most = max(len(u[2]) for u in groups)
     fit = int(FILL_FRACTION * free_bytes // arm_bytes)
     size = max(1, min(fit, most)) * cfg.num_seeds
+    device = device_label()
     print(f"[collapse] group size {size} runs ({size // cfg.num_seeds} of {most} arms x "
           f"{cfg.num_seeds} seeds): one arm's step takes {arm_bytes / 2**20:.0f} MiB of "
-          f"{free_bytes / 2**20:.0f} MiB free on {device_label()}", flush=True)
+          f"{free_bytes / 2**20:.0f} MiB free on {device}", flush=True)
     if path is not None:
         write_atomic(path, json.dumps({
             "group_size": size, "arm_bytes": arm_bytes, "free_bytes": free_bytes,
-            "fill_fraction": FILL_FRACTION, "arms_that_fit": fit, "device": device_label()})
+            "fill_fraction": FILL_FRACTION, "arms_that_fit": fit, "device": device})
             + "\n")
     return dataclasses.replace(cfg, group_size=size)
 
