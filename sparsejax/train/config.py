@@ -37,10 +37,12 @@ from sparsejax.train.seeds import SEED_MAPS, RunSpec
 # What a config field affects (its ``metadata["affects"]``):
 #   "model":   the parameters' shapes (and so the program): a checkpoint fits only these;
 #   "program": the compiled step and evaluator, and so the numbers;
+#   "eval":    the compiled evaluator only (the evaluation set and its thresholds): runs
+#              differing only in these share one compiled train step within a process;
 #   "numbers": the numbers a run computes but not its program (runs differing only in these
 #              share one compiled step within a process);
 #   "nothing": neither (the run's length, logging, where files are): may change on resume.
-AFFECTS = ("model", "program", "numbers", "nothing")
+AFFECTS = ("model", "program", "eval", "numbers", "nothing")
 SPARSE_INITS = ("default", "tied", "subspace")
 SPARSE_INPUTS = ("raw", "whiten")
 FLOAT32_MAX = 3.4028234663852886e38
@@ -139,11 +141,12 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = option(50, affects="nothing")
     steps_per_epoch: int | None = option(None, affects="numbers")  # None: one pass over the grid
-    eval_size: int = 10_000
-    final_eval_size: int | None = None  # the last epoch's evaluation set (None: eval_size)
-    eval_batch: int = 1_000
-    eval_seed: int = 0
-    thresholds: tuple[float, ...] = DEAD_THRESHOLDS
+    eval_size: int = option(10_000, affects="eval")
+    # the last epoch's evaluation set (None: eval_size)
+    final_eval_size: int | None = option(None, affects="eval")
+    eval_batch: int = option(1_000, affects="eval")
+    eval_seed: int = option(0, affects="eval")
+    thresholds: tuple[float, ...] = option(DEAD_THRESHOLDS, affects="eval")
     seed: int = option(0, affects="numbers")
     num_seeds: int = 1
     # members sharing the program with `method` (GROUPABLE methods, <method>@<k>), each
@@ -325,11 +328,13 @@ class TrainConfig:
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=2, sort_keys=True)
 
-    def program_key(self) -> tuple:
-        """The fields that shape the compiled programs, as a hashable key."""
+    def program_key(self, *, evaluator: bool = True) -> tuple:
+        """The fields that shape the compiled programs (``evaluator=False``: the train
+        step's alone, without the evaluation set's), as a hashable key."""
         d = to_dict(self)
+        kinds = ("model", "program", "eval") if evaluator else ("model", "program")
         return tuple((name, json.dumps(d[name], sort_keys=True))
-                     for name in fields_affecting(TrainConfig, "model", "program"))
+                     for name in fields_affecting(TrainConfig, *kinds))
 
 
 # ------------------------------------------------------------------------- dict round trip

@@ -378,29 +378,42 @@ def _last_row(metrics_T: dict) -> dict:
 
 # --------------------------------------------------------------------------- compiled fns
 # Runs whose configs differ only in fields that shape no program (TrainConfig.program_key)
-# share one compiled step and evaluator within a process (a study's cells, a resumed run).
-_CACHE: collections.OrderedDict = collections.OrderedDict()
+# share one compiled step and evaluator within a process (a study's cells, a resumed run);
+# runs differing only in their evaluation set (a warm-up's final evaluation) share the step.
+_STEPS: collections.OrderedDict = collections.OrderedDict()
+_EVALUATORS: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 24  # the remedies study runs about 15 programs, then each again
+
+
+def _cached(cache: collections.OrderedDict, key, build):
+    if key in cache:
+        cache.move_to_end(key)
+    else:
+        while len(cache) >= _CACHE_SIZE:
+            cache.popitem(last=False)
+        cache[key] = build()
+    return cache[key]
 
 
 def _compiled(cfg: TrainConfig, ds: FactorDataset, mesh) -> tuple:
     """(graphdef, step, evaluate, reset, resample or None, the ``scan_steps`` scan or None)
     for ``cfg`` on ``mesh``, built once per program (each compiles on its first call)."""
-    key = (cfg.program_key(), ds.name, ds.source, ds.location, ds.on_device, mesh)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-    else:
+    data = (ds.name, ds.source, ds.location, ds.on_device, mesh)
+
+    def steps():
         graphdef = model_graphdef(cfg, ds.observation_shape[-1])
-        while len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-        _CACHE[key] = (graphdef, make_train_step(cfg, graphdef, ds, mesh),
-                       make_evaluator(cfg, graphdef, ds, mesh),
-                       jax.jit(start_epoch, donate_argnums=0, out_shardings=replicated(mesh)),
-                       make_resample_step(cfg, graphdef, ds, mesh)
-                       if cfg.remedy.resample_every else None,
-                       make_train_step(cfg, graphdef, ds, mesh, scan_steps=scan)
-                       if (scan := scan_length(cfg, ds)) else None)
-    return _CACHE[key]
+        return (graphdef, make_train_step(cfg, graphdef, ds, mesh),
+                jax.jit(start_epoch, donate_argnums=0, out_shardings=replicated(mesh)),
+                make_resample_step(cfg, graphdef, ds, mesh)
+                if cfg.remedy.resample_every else None,
+                make_train_step(cfg, graphdef, ds, mesh, scan_steps=scan)
+                if (scan := scan_length(cfg, ds)) else None)
+
+    graphdef, step, reset, resample, scan_fn = _cached(
+        _STEPS, (cfg.program_key(evaluator=False), *data), steps)
+    evaluate = _cached(_EVALUATORS, (cfg.program_key(), *data),
+                       lambda: make_evaluator(cfg, graphdef, ds, mesh))
+    return graphdef, step, evaluate, reset, resample, scan_fn
 
 
 # --------------------------------------------------------------------------- records

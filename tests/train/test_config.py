@@ -107,3 +107,13 @@ def test_learning_rate_that_overflows_float32_is_refused_and_may_change_on_resum
     a = TrainConfig()
     b = a.replace(seed=3, epochs=7, schedule={"kind": "cosine"})
     assert a.program_key() == b.program_key() != a.replace(num_latents=4).program_key()
+    # the evaluation set shapes the evaluator, not the train step: a warm-up evaluated on
+    # fewer samples at its end shares the step program of the arms it starts
+    for change in (dict(final_eval_size=96), dict(eval_size=64, eval_batch=32),
+                   dict(eval_seed=1), dict(thresholds=(0.0,))):
+        c = a.replace(**change)
+        assert c.program_key() != a.program_key(), change
+        assert c.program_key(evaluator=False) == a.program_key(evaluator=False), change
+        assert not set(change) & set(C.resumable_fields(TrainConfig)), change
+    assert a.replace(batch_size=8).program_key(evaluator=False) != a.program_key(
+        evaluator=False)

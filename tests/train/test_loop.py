@@ -206,3 +206,20 @@ def test_init_from_picks_each_runs_source_by_member_and_seed():
     assert _source_runs(big, big, "g") == list(range(8))
     with pytest.raises(ConfigError, match=r"l1@80 seed 0"):
         _source_runs(warm.replace(group=("l1@80",)), big, "g")
+
+
+def test_runs_differing_in_their_evaluation_set_share_the_compiled_step(cfg):
+    """A warm-up evaluated at its end on fewer samples than the arms it starts reuses their
+    train step; the evaluator is its own. Another model gets its own step. Nothing is
+    compiled here: the cache holds jitted functions until their first call."""
+    from sparsejax.train import loop
+    from sparsejax.train.mesh import make_mesh
+
+    ds, mesh = get_dataset("dsprites", "procedural"), make_mesh()
+    arm = loop._compiled(cfg.replace(final_eval_size=96), ds, mesh)
+    warm = loop._compiled(cfg, ds, mesh)
+    assert warm[1] is arm[1] and warm[3] is arm[3]  # step and epoch reset
+    assert warm[2] is not arm[2]  # evaluate
+    assert loop._compiled(cfg.replace(final_eval_size=96), ds, mesh)[2] is arm[2]
+    other = loop._compiled(cfg.replace(num_latents=4), ds, mesh)
+    assert other[1] is not arm[1] and other[2] is not arm[2]
