@@ -548,10 +548,12 @@ def test_grouped_cells_train_what_the_separate_cells_do(tiny_study, tmp_path):
     """``--group on``: Top-k, L1, the ReLU without a penalty (``topk@32``: k = N) and Top-k
     at the fixed k = 8 (``topk@8``) in one program from the shared warm-up, their records
     split back into the four cells, which match the separate cells; a revival of the grid
-    finds the group's runs. Training only: the report is the same code as ungrouped."""
+    finds the group's runs. Training only: the report is the same code as ungrouped. The
+    members are vmapped, as on an accelerator (CPU's default unrolls them: four copies of
+    the step to compile; the engine's tests check both seed maps)."""
     out = tmp_path / "grouped"
     cfg = collapse.config_from_args(collapse.build_parser().parse_args(
-        ["--out", str(out), *TINY_ARGV, "--group", "on"]))
+        ["--out", str(out), *TINY_ARGV, "--group", "on", "--set", "seed_map=vmap"]))
     assert cfg.unit_config("dsprites", tuple(GROUP[9:].split("+"))).group == (
         "l1", "topk@32", "topk@8")
     for cell in ("dsprites-warmup", "dsprites-untrained"):  # the same runs: not trained again
