@@ -1,7 +1,8 @@
 """Test session set-up: four simulated CPU devices, set before JAX initialises.
 
 The suite runs on two pytest-xdist workers per default (``-n 2 --dist loadfile`` in
-pyproject: each test file stays in one worker, so module fixtures are built once).
+pyproject): each test file stays in one worker, so module fixtures are built once, and
+files that build the same programs (:data:`SHARED_PROGRAMS`) share a worker.
 
 Every sharded code path is exercised on a laptop CPU this way. Tests that need a
 single device build a one-device mesh (``jax.devices()[:1]``) or run a subprocess
@@ -28,6 +29,32 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
+
+
+# Files whose tests compile the same programs (the same tiny configs) run in one worker, one
+# after the other, so the later ones load them from the persistent cache instead of
+# compiling them at the same time in the other worker. Every other file is a unit of its
+# own, as under ``--dist loadfile``. (xdist's own ``xdist_group`` marks reach the scheduler
+# through node ids, which pytest 9 no longer lets a plugin rewrite.)
+SHARED_PROGRAMS = {
+    "tests/experiments/test_collapse.py": "tiny_study",  # the remedies grid is collapse's
+    "tests/experiments/test_remedies_study.py": "tiny_study",
+    **{f"tests/train/test_{name}.py": "tiny_engine"  # tests/train/conftest.py's TINY
+       for name in ("evaluate", "loop", "memory", "step")},
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None  # the scheduler asked for on the command line
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedPrograms(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SHARED_PROGRAMS.get(path, path)
+
+    return SharedPrograms(config, log)
 
 
 @pytest.fixture
