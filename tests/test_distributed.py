@@ -29,10 +29,9 @@ def free_port() -> int:
 
 
 def env_with(devices: int) -> dict:
-    # XLA:CPU without its LLVM optimisations compiles the step in half the time; all three
-    # processes use the same flags, so they still compute the same numbers.
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices),
-            "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    # all three processes inherit the session's XLA flags (tests/conftest.py), so they
+    # compute the same numbers
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices)}
 
 
 def worker(*flags: str, study: list[str], out: Path) -> list[str]:

@@ -5,13 +5,14 @@ import pytest
 from sparsejax.train import preset
 
 # 32 units, batch 8, 3 steps per epoch, 64 evaluation samples, k 32 -> 8 over 2 epochs.
-# The engine's tests run a few steps, so compiling is most of their cost: they use XLA's own
-# convolutions ("lax", the accelerators' path), which compile in about 70% of the time of
-# the CPU default "phase_mm". That one is checked against "lax" (outputs and gradients) in
-# tests/models/test_conv.py and trains in the collapse study's end-to-end test.
+# The engine's tests run a few steps, so compiling is most of their cost. They use the CPU
+# default convolutions ("auto": the phase form): under the suite's XLA flags (LLVM's
+# optimisations off, tests/conftest.py) XLA's own "lax" convolutions compile faster but run
+# about 9x slower, and lose after three steps. "lax" (the accelerators' path) is checked
+# against the phase form, outputs and gradients, in tests/models/test_conv.py.
 TINY = dict(num_units=32, schedule={"start": 32, "end": 8, "length": 2}, batch_size=8,
             epochs=2, steps_per_epoch=3, eval_size=64, eval_batch=32, log_every=2,
-            conv_impl="lax")
+            conv_impl="auto")
 
 
 @pytest.fixture(scope="session")
