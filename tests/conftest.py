@@ -50,6 +50,29 @@ SHARED_PROGRAMS = {
 }
 
 
+# The longest units, measured cold on 2 cores (seconds of test time), are handed out first,
+# so that neither worker is left running a long one alone at the end (the
+# longest-processing-time-first rule). The rest follow in collection order.
+LONGEST_FIRST = (
+    "tests/train/test_step.py",  # tiny_engine with test_loop, ...: about 100
+    "tests/experiments/test_collapse.py",  # tiny_study with the remedies study: about 95
+    "tests/test_distributed.py",  # 35-50
+    "tests/launch/test_sweep.py",  # about 37
+    "tests/experiments/test_sae_study.py",  # 18-32
+    "tests/train/test_l1_closed_loop.py",  # 13-29
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        first = [SHARED_PROGRAMS.get(p, p) for p in LONGEST_FIRST]
+        unit = SHARED_PROGRAMS.get(path, path)
+        return first.index(unit) if unit in first else len(first)
+
+    items.sort(key=rank)  # stable: files and tests keep their order within a rank
+
+
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None  # the scheduler asked for on the command line
