@@ -10,10 +10,12 @@ from sparsejax.train.state import abstract_state
 
 def test_step_bytes_holds_the_state_and_grows_with_the_runs(tiny):
     ds = get_dataset("dsprites", "procedural")
-    mesh = make_mesh(jax.devices()[:1])
+    # all four devices, one seed and two vmapped: the programs the loop's and the step's
+    # tests train, so the suite compiles them once (tests/conftest.py's SHARED_PROGRAMS)
+    mesh = make_mesh()
     sizes = {}
     for s in (1, 2):
-        cfg = tiny(num_seeds=s, seed_map="vmap")
+        cfg = tiny(num_seeds=s, **({"seed_map": "vmap"} if s > 1 else {}))
         state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state(cfg, 1)))
         sizes[s] = memory.step_bytes(cfg, ds, mesh)
         # the donated state is read and written in place: at least its bytes, plus the batch
