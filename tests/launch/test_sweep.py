@@ -219,7 +219,7 @@ def test_the_engine_train_study_runs_through_the_same_path(tmp_path):
             "--method", "topk", "--preset", "smoke", "--epochs", "1", "--steps-per-epoch", "2",
             "--set", "num_units=32", "--set", "schedule.start=16", "--set", "schedule.end=8",
             "--set", "schedule.length=1", "--set", "eval_size=64", "--set", "eval_batch=32",
-            "--no-tensorboard"]
+            "--set", "batch_size=8", "--no-tensorboard"]
     r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr + (out / ".sweep" / "logs" / "seed=0+1.log").read_text()
     results = json.loads((out / "seed=0+1" / "results.json").read_text())
