@@ -64,9 +64,10 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
+    first = [SHARED_PROGRAMS.get(p, p) for p in LONGEST_FIRST]
+
     def rank(item):
         path = item.nodeid.split("::")[0]
-        first = [SHARED_PROGRAMS.get(p, p) for p in LONGEST_FIRST]
         unit = SHARED_PROGRAMS.get(path, path)
         return first.index(unit) if unit in first else len(first)
 
