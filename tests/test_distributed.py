@@ -4,7 +4,7 @@ Two processes on 127.0.0.1, two CPU devices each (gloo collectives), started thr
 launcher's worker (``python -m launch.worker --coordinator ... --num-processes 2
 --process-id I``), train the hybrid VAE-SAE for a few steps with the engine's jitted
 data-parallel step over one global mesh (alone, and inside the whole training loop), and
-must match one process with four devices:
+must match one process with four devices (this one):
 the same losses and parameters to float tolerance.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 240  # generous: three JAX processes share a 2-core machine
+TIMEOUT = 240  # generous: two JAX processes and the test's own share a 2-core machine
 
 
 def free_port() -> int:
@@ -38,11 +38,13 @@ def worker(*flags: str, study: list[str], out: Path) -> list[str]:
     return [sys.executable, "-m", "launch.worker", *flags, "--", *study, "--out", str(out)]
 
 
-def run_single(study, module_flags, out: Path):
-    r = subprocess.run(worker(*module_flags, study=study, out=out), cwd=ROOT, env=env_with(4),
-                       capture_output=True, text=True, timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "[launch.worker] process 0/1" in r.stderr
+def run_here(study, module_flags, out: Path, capsys):
+    """The reference: the launcher's worker in this process, over its four devices (the
+    session's XLA flags and matmul precision are the subprocesses' too, tests/conftest.py)."""
+    from launch import worker
+
+    assert worker.main([*module_flags, "--", *study, "--out", str(out)]) == 0
+    assert "[launch.worker] process 0/1" in capsys.readouterr().err
 
 
 def run_two_processes(study, module_flags, out: Path):
@@ -66,12 +68,12 @@ def run_two_processes(study, module_flags, out: Path):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
+def test_two_processes_match_one_process_with_four_devices(tmp_path, capsys):
     # "step": the jitted step alone; "train": the whole loop (evaluation, checkpoints); both
     # in the same processes, so the three processes start once
     study = ["hybrid", "--steps", "3", "--api", "both"]
     flags = ["--module", "tests.launch.engine_study"]
-    run_single(study, flags, tmp_path / "one")
+    run_here(study, flags, tmp_path / "one", capsys)
     run_two_processes(study, flags, tmp_path / "two")
     for api in ("step", "train"):
         one_dir, two_dir = tmp_path / "one" / api, tmp_path / "two" / api
