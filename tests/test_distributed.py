@@ -70,7 +70,7 @@ def run_two_processes(study, module_flags, out: Path):
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(tmp_path, capsys):
     # "step": the jitted step alone; "train": the whole loop (evaluation, checkpoints); both
-    # in the same processes, so the three processes start once
+    # in the same processes, so each starts once
     study = ["hybrid", "--steps", "3", "--api", "both"]
     flags = ["--module", "tests.launch.engine_study"]
     run_here(study, flags, tmp_path / "one", capsys)
