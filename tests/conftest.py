@@ -74,6 +74,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: files and tests keep their order within a rank
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: the suite also runs without xdist
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None  # the scheduler asked for on the command line
