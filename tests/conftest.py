@@ -50,6 +50,11 @@ SHARED_PROGRAMS = {
 }
 
 
+def unit_of(path: str) -> str:
+    """The scheduling unit of a test file: its SHARED_PROGRAMS group, else the file."""
+    return SHARED_PROGRAMS.get(path, path)
+
+
 # The longest units, measured cold on 2 cores (seconds of test time), are handed out first,
 # so that neither worker is left running a long one alone at the end (the
 # longest-processing-time-first rule). The rest follow in collection order.
@@ -64,14 +69,9 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    first = [SHARED_PROGRAMS.get(p, p) for p in LONGEST_FIRST]
-
-    def rank(item):
-        path = item.nodeid.split("::")[0]
-        unit = SHARED_PROGRAMS.get(path, path)
-        return first.index(unit) if unit in first else len(first)
-
-    items.sort(key=rank)  # stable: files and tests keep their order within a rank
+    order = {unit_of(path): i for i, path in enumerate(LONGEST_FIRST)}
+    # stable: files and tests keep their order within a rank
+    items.sort(key=lambda item: order.get(unit_of(item.nodeid.split("::")[0]), len(order)))
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: the suite also runs without xdist
@@ -82,8 +82,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedPrograms(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = super()._split_scope(nodeid)
-            return SHARED_PROGRAMS.get(path, path)
+            return unit_of(super()._split_scope(nodeid))
 
     return SharedPrograms(config, log)
 

@@ -15,7 +15,7 @@ def test_step_bytes_holds_the_state_and_grows_with_the_runs(tiny):
     mesh = make_mesh()
     sizes = {}
     for s in (1, 2):
-        cfg = tiny(num_seeds=s, **({"seed_map": "vmap"} if s > 1 else {}))
+        cfg = tiny(num_seeds=s, seed_map="vmap" if s > 1 else "auto")
         state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state(cfg, 1)))
         sizes[s] = memory.step_bytes(cfg, ds, mesh)
         # the donated state is read and written in place: at least its bytes, plus the batch
