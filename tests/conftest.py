@@ -29,6 +29,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # process of the session, subprocesses included, compiles with the same flags. The bench
 # measures with XLA's defaults.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# ... except for the few programs a test runs hundreds of times, which compile at XLA's
+# default level (LLVM's -O3) through their own compiler options: the ``optimized`` fixture.
+OPTIMIZED = {"xla_backend_optimization_level": 3}
 
 import jax  # noqa: E402  (must come after the environment is set)
 import numpy as np  # noqa: E402
@@ -85,6 +88,14 @@ def pytest_xdist_make_scheduler(config, log):
             return unit_of(super()._split_scope(nodeid))
 
     return SharedPrograms(config, log)
+
+
+@pytest.fixture(scope="session")
+def optimized():
+    """Compiler options for a program run many times: ``jax.jit(f, compiler_options=...)``
+    or ``f.lower(...).compile(...)``. XLA's default optimisation level, which this session
+    turns off for every other program (the XLA_FLAGS above)."""
+    return dict(OPTIMIZED)
 
 
 @pytest.fixture

@@ -10,21 +10,21 @@ from experiments import sae as study
 @pytest.mark.slow
 def test_smoke_study_recovers_features_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    assert study.main(["--preset", "smoke", "--out", str(out), "--epochs", "3",
+    assert study.main(["--preset", "smoke", "--out", str(out), "--epochs", "2",
                        "--no-progress"]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["recovery"]["recovered_fraction"] > 0.8, res["recovery"]
+    assert res["recovery"]["recovered_fraction"] > 0.8, res["recovery"]  # 0.90 at 2 epochs
     assert (out / "report.md").read_text().startswith("# SAE on synthetic activations")
     assert (out / "sae_smoke.png").stat().st_size > 1000
     assert not list(out.glob("*.tmp"))
     steps = res["history"]["steps"]
     # resume: one more epoch continues the step count and the history
-    assert study.main(["--preset", "smoke", "--out", str(out), "--epochs", "4", "--resume",
+    assert study.main(["--preset", "smoke", "--out", str(out), "--epochs", "3", "--resume",
                        "--no-progress"]) == 0
     res2 = json.loads((out / "results.json").read_text())
-    assert res2["resumed_from_epoch"] == 3
+    assert res2["resumed_from_epoch"] == 2
     assert res2["history"]["steps"][:len(steps)] == steps
-    assert res2["history"]["steps"][-1] == 4 * (65536 // 512)
+    assert res2["history"]["steps"][-1] == 3 * (65536 // 512)
     assert "recovered" in capsys.readouterr().out
     # another config is refused on resume, and a finished run is not overwritten
     assert study.main(["--preset", "smoke", "--out", str(out), "--seed", "1", "--resume",
