@@ -14,7 +14,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn import linear_model
 
 from sparsejax.metrics import sampling
 
@@ -37,6 +36,8 @@ def beta_vae(train_features, train_labels, eval_features, eval_labels, *, seed: 
                          f"{y_ev.shape}")
     if len(np.unique(y_tr)) < 2:
         raise ValueError("the training labels hold a single factor: expected at least two")
+    from sklearn import linear_model  # on use: sklearn adds ~1 s to start-up
+
     model = linear_model.LogisticRegression(random_state=seed).fit(x_tr, y_tr)
     return {"train_accuracy": float(np.mean(model.predict(x_tr) == y_tr)),
             "eval_accuracy": float(model.score(x_ev, y_ev))}

@@ -33,9 +33,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from jax import lax
-from sklearn import ensemble
 
 from sparsejax.metrics import sampling
 
@@ -58,6 +56,8 @@ def _one_minus_entropy(p, base: int, axis: int):
     # division by zero; a single column is perfectly disentangled/complete.
     if base == 1:
         return np.ones(p.shape[1 - axis])
+    import scipy.stats  # on use, as sklearn in importance_gbt()
+
     return 1.0 - scipy.stats.entropy(p + 1e-11, base=base, axis=axis)
 
 
@@ -82,6 +82,8 @@ def completeness(importance_KxF) -> float:
 
 def importance_gbt(train, test, seed: int = 0):
     """dlib's ``compute_importance_gbt``: ``(R [K, F], train accuracy, test accuracy)``."""
+    from sklearn import ensemble  # on use: sklearn adds ~1 s to start-up
+
     (x_tr, y_tr), (x_te, y_te) = train, test
     r = np.zeros((x_tr.shape[1], y_tr.shape[1]))
     acc_tr, acc_te = [], []

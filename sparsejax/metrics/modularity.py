@@ -22,7 +22,6 @@ out.
 from __future__ import annotations
 
 import numpy as np
-from sklearn import linear_model, metrics as sk_metrics
 
 from sparsejax.metrics import sampling
 from sparsejax.metrics.information import histogram_mutual_info
@@ -52,11 +51,15 @@ def _macro_auc(y_N, proba_NxC, classes_C) -> float:
     valid = onehot.any(axis=0) & ~onehot.all(axis=0)
     if not valid.any():
         return float("nan")
+    from sklearn import metrics as sk_metrics  # on use, as in explicitness()
+
     return float(sk_metrics.roc_auc_score(onehot[:, valid], proba_NxC[:, valid], average="macro"))
 
 
 def explicitness(codes_train, factors_train, codes_test, factors_test) -> tuple[float, float]:
     """Mean one-vs-rest ROC-AUC of a logistic regression per factor: ``(train, test)``."""
+    from sklearn import linear_model  # on use: sklearn adds ~1 s to start-up
+
     train = sampling.labelled_codes(codes_train, factors_train, "train")
     test = sampling.labelled_codes(codes_test, factors_test, "test")
     sampling.check_split_pair(train, test)

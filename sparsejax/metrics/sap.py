@@ -20,13 +20,14 @@ import warnings
 
 import jax
 import numpy as np
-from sklearn import exceptions, svm
 
 from sparsejax.metrics import sampling
 
 
 def sap_score_matrix(train, test, *, continuous_factors: bool = False, seed: int = 0) -> np.ndarray:
     """dlib's ``compute_score_matrix``: ``[K, F]`` from checked ``(codes, factors)`` pairs."""
+    from sklearn import exceptions, svm  # on use: sklearn adds ~1 s to start-up
+
     (x_tr, y_tr), (x_te, y_te) = train, test
     k, f = x_tr.shape[1], y_tr.shape[1]
     if continuous_factors:
