@@ -212,14 +212,16 @@ def test_failing_study_is_reported_with_its_log(tmp_path):
 
 @pytest.mark.slow
 def test_the_engine_train_study_runs_through_the_same_path(tmp_path):
-    """The real `train` study: two seeds of one cell become one process (--seed 0 --seeds 2)."""
+    """The real `train` study: two seeds of one cell become one process (--seed 0 --seeds 2).
+    Vmapped seeds: one copy of the step to compile (CPU's default unrolls them; the
+    engine's tests check both seed maps)."""
     out = tmp_path / "sweep"
     argv = [sys.executable, "-m", "launch.sweep", "train", "--grid", "seed=0,1", "--platform",
             "cpu", "--devices", "1", "--out", str(out), "--", "--dataset", "dsprites",
             "--method", "topk", "--preset", "smoke", "--epochs", "1", "--steps-per-epoch", "2",
             "--set", "num_units=32", "--set", "schedule.start=16", "--set", "schedule.end=8",
             "--set", "schedule.length=1", "--set", "eval_size=64", "--set", "eval_batch=32",
-            "--set", "batch_size=8", "--no-tensorboard"]
+            "--set", "batch_size=8", "--set", "seed_map=vmap", "--no-tensorboard"]
     r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr + (out / ".sweep" / "logs" / "seed=0+1.log").read_text()
     results = json.loads((out / "seed=0+1" / "results.json").read_text())
