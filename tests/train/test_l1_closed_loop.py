@@ -20,7 +20,7 @@ WARM, FALL, HOLD = 40, 40, 200  # steps: the layer settles within about 140 held
 
 @pytest.mark.slow
 def test_l1_arm_reaches_and_holds_a_falling_target(tiny, optimized):
-    cfg = tiny(method="l1", num_units=N, batch_size=16, learning_rate=1e-3, conv_impl="auto",
+    cfg = tiny(method="l1", num_units=N, batch_size=16, learning_rate=1e-3,
                controller={"init_coef": 0.01, "gain": 0.2, "p_gain": 2.0})
     ds = get_dataset("dsprites", "procedural")
     m = mesh.make_mesh(jax.devices()[:1])
