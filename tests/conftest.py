@@ -31,7 +31,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 # ... except for the few programs a test runs hundreds of times, which compile at XLA's
 # default level (LLVM's -O3) through their own compiler options: the ``optimized`` fixture.
-OPTIMIZED = {"xla_backend_optimization_level": 3}
 
 import jax  # noqa: E402  (must come after the environment is set)
 import numpy as np  # noqa: E402
@@ -95,7 +94,7 @@ def optimized():
     """Compiler options for a program run many times: ``jax.jit(f, compiler_options=...)``
     or ``f.lower(...).compile(...)``. XLA's default optimisation level, which this session
     turns off for every other program (the XLA_FLAGS above)."""
-    return dict(OPTIMIZED)
+    return {"xla_backend_optimization_level": 3}
 
 
 @pytest.fixture

@@ -91,6 +91,7 @@ def _close(a, b, rtol=2e-4, atol=2e-5):
 
 
 def _run(state, i):
+    """Run ``i`` of a state of several runs, its leading axis kept (a one-run state)."""
     return jax.tree.map(lambda x: x[i:i + 1], state)
 
 
