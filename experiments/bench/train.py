@@ -70,37 +70,58 @@ OURS_BESIDE_PEER_IMAGES_PER_S = 840.4
 
 def measure(dataset: str = "dsprites", method: str = "topk", seeds: int = 1,
             conv_impl: str = "auto", min_time: float = 3.0, batch: int = BATCH,
-            scan_steps: int | None = None, group: tuple[str, ...] = ()) -> dict:
+            scan_steps: int | None = None, group: tuple[str, ...] = (),
+            compute_dtype: str = "float32", flops_per_run: float | None = None) -> dict:
     """Images/s of the train step (all runs), its FLOPs per step and the FLOP floor;
     with ``scan_steps`` T, of the dispatch that scans T steps (``TrainConfig.scan_steps``);
-    with ``group``, of every seed of ``method`` and of each group method in one program.
+    with ``group``, of every seed of ``method`` and of each group method in one program;
+    ``compute_dtype`` of the convs and matmuls (the floor then at that dtype's matmul rate).
+    A scanned setting takes its FLOPs from the one-step program (compiled for that alone:
+    a cost analysis counts a loop body once, whatever its trip count), or, given
+    ``flops_per_run``, as that times the runs (no second compile).
 
     Cached: a second bench (``paper_estimate``) or the collapse dry run in the same process
     reuses the timing of the same setting instead of repeating it."""
     return dict(_measure(dataset, method, seeds, conv_impl, float(min_time), batch,
-                         scan_steps, tuple(group)))
+                         scan_steps, tuple(group), compute_dtype, flops_per_run))
 
 
-@functools.cache
-def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps, group) -> dict:
-    cfg = preset("paper", dataset=dataset, method=method, num_seeds=seeds, batch_size=batch,
-                 conv_impl=conv_impl, group=group)
-    ds = get_dataset(dataset, "procedural")
-    mesh = make_mesh()
+def compile_step(cfg, ds, mesh, scan_steps: int | None = None):
+    """``(compiled, state, k)``: ``cfg``'s train step compiled for ``ds`` on ``mesh`` (with
+    ``scan_steps`` T, the dispatch of T steps), a fresh state and the k argument
+    (:data:`K`; ``[T]`` when scanned) to call it with: ``state, m = compiled(state, k)``."""
     channels = ds.observation_shape[-1]
     step = make_train_step(cfg, model_graphdef(cfg, channels), ds, mesh,
                            scan_steps=scan_steps)
     state = init_state(cfg, channels, replicated(mesh))
+    k = jnp.int32(K) if scan_steps is None else jnp.full((scan_steps,), K, jnp.int32)
+    return step.lower(state, k).compile(), state, k
+
+
+def _flops(cfg, ds, mesh) -> float:
+    """FLOPs of one step of ``cfg`` by XLA's cost analysis of the compiled program."""
+    cost = compile_step(cfg, ds, mesh)[0].cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+@functools.cache
+def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps, group,
+             compute_dtype, flops_per_run) -> dict:
+    cfg = preset("paper", dataset=dataset, method=method, num_seeds=seeds, batch_size=batch,
+                 conv_impl=conv_impl, group=group, compute_dtype=compute_dtype)
+    ds = get_dataset(dataset, "procedural")
+    mesh = make_mesh()
+    compiled, state, k = compile_step(cfg, ds, mesh, scan_steps)
     t = scan_steps or 1
-    k = jnp.int32(K) if scan_steps is None else jnp.full((t,), K, jnp.int32)
-    compiled = step.lower(state, k).compile()
     if scan_steps is None:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops = float(cost.get("flops", float("nan")))
-    else:  # XLA:CPU's cost analysis counts a loop body once, whatever its trip count
-        flops = _measure(dataset, method, seeds, conv_impl, min_time, batch,
-                         None, group)["flops_per_step"]
+    elif flops_per_run is not None:
+        flops = flops_per_run * cfg.num_runs
+    else:
+        flops = _flops(cfg, ds, mesh)
     for _ in range(3):  # warm up (first calls allocate)
         state, m = compiled(state, k)
     jax.block_until_ready(m)
@@ -116,9 +137,9 @@ def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps, gro
     steps *= t
     runs = cfg.num_runs
     images = steps * batch * runs
-    rate = timing.matmul_flops_per_s()
+    rate = timing.matmul_flops_per_s(dtype=jnp.dtype(compute_dtype))
     return {"dataset": dataset, "method": method, "k": K, "batch": batch, "seeds": seeds,
-            "group": list(group), "runs": runs, "scan_steps": t,
+            "group": list(group), "runs": runs, "scan_steps": t, "compute_dtype": compute_dtype,
             "conv_impl": resolve_conv_impl(conv_impl), "seed_map": resolve_seed_map(cfg.seed_map)
             if runs > 1 else None, "images_per_s": round(images / elapsed, 1),
             "ms_per_step": round(1e3 * elapsed / steps, 2), "flops_per_step": flops,
@@ -173,6 +194,28 @@ def _grouped(one_model: dict, seeds: int, group: tuple[str, ...] = ("l1",)) -> d
     row = measure(seeds=seeds, group=group)
     return {**row, "one_model_images_per_s": one_model["images_per_s"],
             "vs_one_model": round(row["images_per_s"] / one_model["images_per_s"], 3)}
+
+
+def train_scale(seeds: tuple[int, ...] | None = None,
+                dtypes: tuple[str, ...] | None = None, min_time: float = 2.0):
+    """Images/s against the number of runs one program trains: the collapse study's group
+    (Top-k and :func:`study_group`'s members, ``seeds`` of each: 4 x S runs, vmapped) at
+    ``SCAN_STEPS`` steps per dispatch, in each compute dtype, beside one model at the same
+    steps per dispatch in float32 (``vs_one_model``). FLOPs: the one model's per run times
+    the runs. Defaults: seeds (1, 3, 12, 24) and float32 and bfloat16 on accelerators; on
+    CPU, where vmapped convs are grouped convs, one seed of Top-k and L1, float32."""
+    accel = jax.default_backend() != "cpu"
+    seeds = seeds or ((1, 3, 12, 24) if accel else (1,))
+    dtypes = dtypes or (("float32", "bfloat16") if accel else ("float32",))
+    group = study_group() if accel else ("l1",)
+    one = measure(scan_steps=SCAN_STEPS, min_time=min_time)
+    for dtype in dtypes:
+        for s in seeds:
+            row = measure(seeds=s, group=group, scan_steps=SCAN_STEPS, compute_dtype=dtype,
+                          min_time=min_time, flops_per_run=one["flops_per_step"])
+            yield {**row, "images_per_s_per_run": round(row["images_per_s"] / row["runs"], 1),
+                   "one_model_images_per_s": one["images_per_s"],
+                   "vs_one_model": round(row["images_per_s"] / one["images_per_s"], 3)}
 
 
 def eval_hybrid():
@@ -239,4 +282,5 @@ def conv_im2col(rounds: int = 6, seconds: float = 1.5):
            "peer_images_per_s": round(peer, 1), "vs_peer": round(ours / peer, 3)}
 
 
-CASES = {"train_hybrid": train_hybrid, "eval_hybrid": eval_hybrid, "conv_im2col": conv_im2col}
+CASES = {"train_hybrid": train_hybrid, "train_scale": train_scale, "eval_hybrid": eval_hybrid,
+         "conv_im2col": conv_im2col}
