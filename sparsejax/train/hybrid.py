@@ -20,17 +20,25 @@ from sparsejax.train.config import TrainConfig
 from sparsejax.train.seeds import RunSpec, per_run, run_k
 
 
-def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
+def model_options(cfg: TrainConfig) -> tuple[tuple[str, object], ...]:
+    """The :class:`~sparsejax.models.vae.VAE` arguments ``cfg`` sets, as sorted (name,
+    value) pairs (hashable: they key the compiled initialiser, ``state.init_state``)."""
     r = cfg.remedy
-    options = {"batchtopk": {"batchtopk_decay": r.batchtopk_decay},
-               "jumprelu": {"jump_init": r.jump_init, "jump_bandwidth": r.jump_bandwidth,
-                            "jump_lr_scale": r.jump_lr_scale}}
-    return VAE(channels, method=cfg.method, num_units=cfg.num_units,
-               num_latents=cfg.num_latents, placement=cfg.placement,
-               topk_impl=cfg.topk_impl, topk_relu=cfg.topk_relu,
-               conv_impl=cfg.conv_impl, compute_dtype=cfg.compute_dtype,
-               whiten=cfg.sparse_input == "whiten",
-               sparsifier_options=options.get(cfg.method), rngs=rngs)
+    options = {"batchtopk": (("batchtopk_decay", r.batchtopk_decay),),
+               "jumprelu": (("jump_bandwidth", r.jump_bandwidth), ("jump_init", r.jump_init),
+                            ("jump_lr_scale", r.jump_lr_scale))}.get(cfg.method)
+    return tuple(sorted(dict(
+        method=cfg.method, num_units=cfg.num_units, num_latents=cfg.num_latents,
+        placement=cfg.placement, topk_impl=cfg.topk_impl, topk_relu=cfg.topk_relu,
+        conv_impl=cfg.conv_impl, compute_dtype=cfg.compute_dtype,
+        whiten=cfg.sparse_input == "whiten", sparsifier_options=options).items()))
+
+
+def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
+    kwargs = dict(model_options(cfg))
+    options = kwargs.pop("sparsifier_options")
+    return VAE(channels, sparsifier_options=None if options is None else dict(options),
+               rngs=rngs, **kwargs)
 
 
 def model_graphdef(cfg: TrainConfig, channels: int) -> nnx.GraphDef:

@@ -18,7 +18,7 @@ from flax import nnx
 
 from sparsejax.sparsity.controller import ControllerState
 from sparsejax.train.config import TrainConfig
-from sparsejax.train.hybrid import HybridModel
+from sparsejax.train.hybrid import HybridModel, model_options
 from sparsejax.train.optim import make_optimizer
 
 LOSS_TERMS = ("loss", "recon", "kl", "sae", "l1", "l0")
@@ -115,15 +115,38 @@ def graft(fresh: TrainState, source: TrainState) -> TrainState:
 def init_state(cfg: TrainConfig, channels: int, sharding=None) -> TrainState:
     """The states of all ``cfg.runs``, stacked on a leading axis S (placed by ``sharding``).
 
-    Each run is initialised on its own, eagerly: this is exactly S separate runs, and it
-    avoids compiling one large program of random initialisers (slow on XLA:CPU) for a
-    computation that runs once.
+    Each run is initialised on its own (exactly S separate runs), on the host, by one
+    compiled program of :func:`init_one` per model (:func:`_init_program`).
     """
-    with jax.default_device(_host_device()):
-        runs = [init_one(cfg, channels, jnp.uint32(s)) for _, s in cfg.runs]
+    host = _host_device()
+    init = _init_program(cfg, channels, host.platform)
+    runs = [init(jax.device_put(np.uint32(s), host)) for _, s in cfg.runs]
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *runs)
     return jax.device_put(stacked, sharding) if sharding is not None else \
         jax.tree.map(jnp.asarray, stacked)
+
+
+def init_key(cfg: TrainConfig) -> tuple:
+    """Everything of ``cfg`` that :func:`init_one` reads: configs with equal keys start
+    their runs from equal states (for equal seeds) and share one compiled initialiser."""
+    return (model_options(cfg), cfg.learning_rate, cfg.controller)
+
+
+# The compiled initialisers, by (init_key, channels, platform). An initialiser runs once per
+# run, so XLA:CPU compiles it without LLVM's optimisations: on a 2-core CPU, a cold process
+# initialises the N = 500 hybrid in 0.9 s so (4.3 s as eager ops, 2.6 s at -O3).
+_INIT_PROGRAMS: dict[tuple, object] = {}
+_INIT_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+
+
+def _init_program(cfg: TrainConfig, channels: int, platform: str):
+    """``init(seed) -> TrainState``: :func:`init_one` of ``cfg``, jitted (one program per
+    :func:`init_key`; a later config with the same key reuses it)."""
+    key = (init_key(cfg), channels, platform)
+    if key not in _INIT_PROGRAMS:
+        _INIT_PROGRAMS[key] = jax.jit(lambda seed: init_one(cfg, channels, seed),
+                                      compiler_options=_INIT_OPTIONS.get(platform))
+    return _INIT_PROGRAMS[key]
 
 
 def _host_device() -> jax.Device:
