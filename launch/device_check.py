@@ -1,6 +1,6 @@
 """One call's worth of accelerator checks, for a machine lent for minutes.
 
-    python -m launch.device_check OUT [SECTION ...]
+    python -m launch.device_check [--dry-run] OUT [SECTION ...]
 
 Runs each section in its own process under a time limit, so one that hangs or fails
 leaves the others' results, and writes everything under ``OUT`` (at most eight files):
@@ -20,7 +20,8 @@ leaves the others' results, and writes everything under ``OUT`` (at most eight f
 
 Every section's output goes to ``log.txt``; ``summary.txt`` ends the run with a table of
 the bench rows. ``DEVICE_CHECK_SMALL=1`` shrinks each section (a CPU run that checks the
-script itself). Sections: :data:`DEFAULT`, in that order, by default.
+script itself). Sections: :data:`DEFAULT`, in that order, by default. ``--dry-run`` prints
+the command of each section, one per line, and runs nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -35,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 
 SMALL = os.environ.get("DEVICE_CHECK_SMALL") == "1"
+DRY = {"run": False}  # --dry-run: print each section's command instead of running it
 # per section: its time limit in seconds
 LIMITS = {"env": 30, "profile": 60, "bench": 270, "tests": 80, "dry_run": 90, "cell": 150}
 DEFAULT = ("env", "profile", "bench", "tests", "cell")  # the order of a call's priorities
@@ -45,6 +48,9 @@ TESTS = ("tests/ops",)
 def _run(argv: list[str], out: Path, limit: float, env: dict | None = None,
          stdout=None) -> int:
     """``argv`` with its stderr (and stdout, unless given) appended to ``out/log.txt``."""
+    if DRY["run"]:
+        print(shlex.join([*(f"{k}={v}" for k, v in (env or {}).items()), *argv]))
+        return 0
     with open(out / "log.txt", "a") as log:
         log.write(f"\n$ {' '.join(argv)}\n")
         log.flush()
@@ -64,8 +70,12 @@ def env(out: Path) -> int:
     code = ("import jax, flax, optax, numpy; d = jax.devices(); print(jax.__version__, "
             "flax.__version__, optax.__version__, numpy.__version__); print(d); "
             "print(d[0].memory_stats())")
+    commands = (["nvidia-smi"], [sys.executable, "-c", code])
+    if DRY["run"]:
+        print("\n".join(map(shlex.join, commands)))
+        return 0
     with open(out / "env.txt", "w") as f:
-        for argv in (["nvidia-smi"], [sys.executable, "-c", code]):
+        for argv in commands:
             try:
                 f.write(subprocess.run(argv, capture_output=True, text=True,
                                        timeout=LIMITS["env"]).stdout)
@@ -77,7 +87,7 @@ def env(out: Path) -> int:
 def tests(out: Path) -> int:
     platform = "cpu" if SMALL else "cuda"
     targets = TESTS[:1] if SMALL else TESTS
-    with open(out / "tests.log", "w") as f:
+    with open(os.devnull if DRY["run"] else out / "tests.log", "w") as f:
         return _run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p",
                      "no:cacheprovider", *targets], out, LIMITS["tests"],
                     env={"JAX_PLATFORMS": platform, "XLA_FLAGS": ""}, stdout=f)
@@ -88,7 +98,7 @@ def bench(out: Path) -> int:
     argv = [sys.executable, "-m", "experiments", "bench"]
     for n in names:
         argv += ["--only", n]
-    with open(out / "bench.jsonl", "a") as f:
+    with open(os.devnull if DRY["run"] else out / "bench.jsonl", "a") as f:
         return _run(argv, out, LIMITS["bench"], stdout=f)
 
 
@@ -105,7 +115,8 @@ def dry_run(out: Path) -> int:
 def cell(out: Path) -> int:
     import tempfile
 
-    run_dir = Path(tempfile.mkdtemp(prefix="device_check_cell_"))
+    run_dir = Path(tempfile.gettempdir()) / "device_check_cell_XXXX" if DRY["run"] else \
+        Path(tempfile.mkdtemp(prefix="device_check_cell_"))
     argv = [sys.executable, "-m", "experiments", "train", "--preset",
             "smoke" if SMALL else "paper", "--dataset", "dsprites", "--method", "topk",
             "--seeds", "3", "--epochs", "1", "--set", f"scan_steps={5 if SMALL else 40}",
@@ -113,6 +124,8 @@ def cell(out: Path) -> int:
             "--out", str(run_dir)]
     t0 = time.perf_counter()
     rc = _run(argv, out, LIMITS["cell"])
+    if DRY["run"]:
+        return rc
     result = {"argv": argv, "rc": rc, "wall_s": round(time.perf_counter() - t0, 1)}
     if (run_dir / "results.json").exists():
         result["results"] = json.loads((run_dir / "results.json").read_text())
@@ -220,15 +233,21 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--profile"]:
         _profile(Path(argv[1]))
         return 0
+    DRY["run"] = argv[:1] == ["--dry-run"]
+    argv = argv[1:] if DRY["run"] else argv
     if not argv or any(s not in SECTIONS for s in argv[1:]):
         print(__doc__, file=sys.stderr)
-        print(f"expected OUT [SECTION ...], sections: {', '.join(SECTIONS)}", file=sys.stderr)
+        print(f"expected [--dry-run] OUT [SECTION ...], sections: {', '.join(SECTIONS)}",
+              file=sys.stderr)
         return 2
     out = Path(argv[0])
-    out.mkdir(parents=True, exist_ok=True)
+    if not DRY["run"]:
+        out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for name in argv[1:] or DEFAULT:
         SECTIONS[name](out)
+    if DRY["run"]:
+        return 0
     summary(out)
     print(f"[device_check] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0

@@ -64,3 +64,18 @@ def test_unknown_section_is_refused_before_anything_runs(tmp_path, capsys):
     assert device_check.main([str(tmp_path / "out"), "bench", "bnech"]) == 2
     assert "sections: env, profile, bench, tests, dry_run, cell" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_each_sections_command_and_runs_nothing(tmp_path, capsys):
+    assert device_check.main(["--dry-run", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "nvidia-smi"
+    bench = next(x for x in lines if " experiments bench " in x)
+    assert bench.split("bench", 1)[1].split() == [
+        a for n in device_check.BENCHES for a in ("--only", n)]
+    tests = next(x for x in lines if " pytest " in x)
+    assert tests.startswith("JAX_PLATFORMS=cuda XLA_FLAGS= ") and tests.endswith("tests/ops")
+    cell = lines[-1].split()
+    assert cell[cell.index("--preset") + 1] == "paper" and "--no-tensorboard" in cell
+    assert [cell[cell.index(f) + 1] for f in ("--seeds", "--epochs")] == ["3", "1"]
+    assert not (tmp_path / "out").exists()
