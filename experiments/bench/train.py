@@ -76,9 +76,9 @@ def measure(dataset: str = "dsprites", method: str = "topk", seeds: int = 1,
     with ``scan_steps`` T, of the dispatch that scans T steps (``TrainConfig.scan_steps``);
     with ``group``, of every seed of ``method`` and of each group method in one program;
     ``compute_dtype`` of the convs and matmuls (the floor then at that dtype's matmul rate).
-    A scanned setting takes its FLOPs from the one-step program (compiled for that alone:
-    a cost analysis counts a loop body once, whatever its trip count), or, given
-    ``flops_per_run``, as that times the runs (no second compile).
+    A scanned setting takes its FLOPs from the one-step program (a cost analysis counts a
+    loop body once, whatever its trip count): the one measured in this process, else one
+    compiled for that alone; or, given ``flops_per_run``, that times the runs.
 
     Cached: a second bench (``paper_estimate``) or the collapse dry run in the same process
     reuses the timing of the same setting instead of repeating it."""
@@ -98,11 +98,14 @@ def compile_step(cfg, ds, mesh, scan_steps: int | None = None):
     return step.lower(state, k).compile(), state, k
 
 
-def _flops(cfg, ds, mesh) -> float:
-    """FLOPs of one step of ``cfg`` by XLA's cost analysis of the compiled program."""
-    cost = compile_step(cfg, ds, mesh)[0].cost_analysis()
+def _flops(compiled) -> float:
+    """FLOPs of one dispatch of ``compiled`` by XLA's cost analysis."""
+    cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
+
+
+_STEP_FLOPS: dict[tuple, float] = {}  # one step's FLOPs by setting, as measured or compiled
 
 
 @functools.cache
@@ -114,14 +117,15 @@ def _measure(dataset, method, seeds, conv_impl, min_time, batch, scan_steps, gro
     mesh = make_mesh()
     compiled, state, k = compile_step(cfg, ds, mesh, scan_steps)
     t = scan_steps or 1
+    setting = (dataset, method, seeds, conv_impl, batch, group, compute_dtype)
     if scan_steps is None:
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", float("nan")))
+        flops = _STEP_FLOPS[setting] = _flops(compiled)
     elif flops_per_run is not None:
         flops = flops_per_run * cfg.num_runs
-    else:
-        flops = _flops(cfg, ds, mesh)
+    else:  # the one-step program's, compiled for that alone unless measured already
+        if setting not in _STEP_FLOPS:
+            _STEP_FLOPS[setting] = _flops(compile_step(cfg, ds, mesh)[0])
+        flops = _STEP_FLOPS[setting]
     for _ in range(3):  # warm up (first calls allocate)
         state, m = compiled(state, k)
     jax.block_until_ready(m)
