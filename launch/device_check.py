@@ -7,7 +7,8 @@ leaves the others' results, and writes everything under ``OUT`` (at most eight f
 
 * ``env``: the devices, their memory and the library versions (``env.txt``);
 * ``tests``: the kernel tests (``tests/ops``: Top-k, the Pallas kernels compiled for the
-  accelerator) with ``JAX_PLATFORMS`` set to it, ``tests.log``;
+  accelerator) with ``JAX_PLATFORMS`` set to the one found (:mod:`launch.devices`),
+  ``tests.log``;
 * ``bench``: ``python -m experiments bench`` rows of training throughput (one model, the
   scanned step, seeds and groups, the group-size sweep in float32 and bfloat16), the
   evaluation's share, the paper estimate and Top-k, into ``bench.jsonl``;
@@ -43,6 +44,7 @@ LIMITS = {"env": 30, "profile": 60, "bench": 270, "tests": 80, "dry_run": 90, "c
 DEFAULT = ("env", "profile", "bench", "tests", "cell")  # the order of a call's priorities
 BENCHES = ("train_scale", "train_hybrid", "paper_estimate", "eval_hybrid", "topk")
 TESTS = ("tests/ops",)
+JAX_PLATFORM = {"gpu": "cuda", "tpu": "tpu", "cpu": "cpu"}  # JAX_PLATFORMS per detected kind
 
 
 def _run(argv: list[str], out: Path, limit: float, env: dict | None = None,
@@ -85,11 +87,12 @@ def env(out: Path) -> int:
 
 
 def tests(out: Path) -> int:
-    platform = "cpu" if SMALL else "cuda"
-    targets = TESTS[:1] if SMALL else TESTS
+    from launch.devices import detect_devices  # without starting JAX
+
+    platform = JAX_PLATFORM[detect_devices("auto")[0]]
     with open(os.devnull if DRY["run"] else out / "tests.log", "w") as f:
         return _run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p",
-                     "no:cacheprovider", *targets], out, LIMITS["tests"],
+                     "no:cacheprovider", *TESTS], out, LIMITS["tests"],
                     env={"JAX_PLATFORMS": platform, "XLA_FLAGS": ""}, stdout=f)
 
 

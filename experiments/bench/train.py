@@ -1,4 +1,5 @@
 """``train_hybrid``: training throughput of the VAE-SAE hybrid, beside its peer and floors;
+``train_scale``: the same against the runs in one program and the compute dtype;
 ``eval_hybrid``: the end-of-epoch evaluation's share of an epoch; ``conv_im2col``: the
 small-input convolutions' im2col form beside XLA's convolution, in one train step.
 

@@ -134,7 +134,7 @@ def init_key(cfg: TrainConfig) -> tuple:
 
 # The compiled initialisers, by (init_key, channels, platform). An initialiser runs once per
 # run, so XLA:CPU compiles it without LLVM's optimisations: on a 2-core CPU, a cold process
-# initialises the N = 500 hybrid in 0.9 s so (4.3 s as eager ops, 2.6 s at -O3).
+# initialises the N = 500 hybrid in 0.9 s (4.3 s as eager ops, 2.6 s jitted at -O3).
 _INIT_PROGRAMS: dict[tuple, object] = {}
 _INIT_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 

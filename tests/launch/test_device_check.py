@@ -66,7 +66,10 @@ def test_unknown_section_is_refused_before_anything_runs(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_dry_run_prints_each_sections_command_and_runs_nothing(tmp_path, capsys):
+def test_dry_run_prints_each_sections_command_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    from launch import devices
+
+    monkeypatch.setattr(devices, "detect_devices", lambda platform: ("gpu", ["0"]))
     assert device_check.main(["--dry-run", str(tmp_path / "out")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "nvidia-smi"
