@@ -59,7 +59,7 @@ def _run(argv: list[str], out: Path, limit: float, env: dict | None = None,
         t0 = time.perf_counter()
         try:
             rc = subprocess.run(argv, stdout=stdout or log, stderr=log, timeout=limit,
-                                env={**os.environ, **(env or {})}).returncode
+                                env={**os.environ, **(env or {})}, check=False).returncode
         except subprocess.TimeoutExpired:
             rc = 124
         log.write(f"# rc {rc} after {time.perf_counter() - t0:.1f} s\n")
@@ -79,7 +79,7 @@ def env(out: Path) -> int:
     with open(out / "env.txt", "w") as f:
         for argv in commands:
             try:
-                f.write(subprocess.run(argv, capture_output=True, text=True,
+                f.write(subprocess.run(argv, capture_output=True, text=True, check=False,
                                        timeout=LIMITS["env"]).stdout)
             except (OSError, subprocess.TimeoutExpired) as e:
                 f.write(f"{argv[0]}: {e}\n")
@@ -139,8 +139,8 @@ def cell(out: Path) -> int:
 
 
 def summary(out: Path) -> None:
-    lines = [f"{'bench':<15}{'runs':>5}{'dtype':>9}{'T':>4}{'images/s':>12}{'ms/step':>9}"
-             f"{'floor':>12}  note"]
+    lines = [(f"{'bench':<15}{'runs':>5}{'dtype':>9}{'T':>4}{'images/s':>12}{'ms/step':>9}"
+              f"{'floor':>12}  note")]
     path = out / "bench.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
         if not line.startswith("{"):
@@ -163,7 +163,8 @@ def kernel_table(trace_dir: Path, steps: int, top: int = 25) -> str:
     on CPU, the host's XLA ops), summed by name and divided by ``steps``: ms per step,
     calls per step and the share of the device's busy time, the largest first."""
     path = next(trace_dir.rglob("*.trace.json.gz"))
-    events = json.loads(gzip.open(path).read())
+    with gzip.open(path) as f:
+        events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
     meta = [e for e in events if e.get("ph") == "M"]
     names = {e["pid"]: e["args"]["name"] for e in meta if e.get("name") == "process_name"}

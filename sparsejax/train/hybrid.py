@@ -27,11 +27,11 @@ def model_options(cfg: TrainConfig) -> tuple[tuple[str, object], ...]:
     options = {"batchtopk": (("batchtopk_decay", r.batchtopk_decay),),
                "jumprelu": (("jump_bandwidth", r.jump_bandwidth), ("jump_init", r.jump_init),
                             ("jump_lr_scale", r.jump_lr_scale))}.get(cfg.method)
-    return tuple(sorted(dict(
-        method=cfg.method, num_units=cfg.num_units, num_latents=cfg.num_latents,
-        placement=cfg.placement, topk_impl=cfg.topk_impl, topk_relu=cfg.topk_relu,
-        conv_impl=cfg.conv_impl, compute_dtype=cfg.compute_dtype,
-        whiten=cfg.sparse_input == "whiten", sparsifier_options=options).items()))
+    return tuple(sorted({
+        "method": cfg.method, "num_units": cfg.num_units, "num_latents": cfg.num_latents,
+        "placement": cfg.placement, "topk_impl": cfg.topk_impl, "topk_relu": cfg.topk_relu,
+        "conv_impl": cfg.conv_impl, "compute_dtype": cfg.compute_dtype,
+        "whiten": cfg.sparse_input == "whiten", "sparsifier_options": options}.items()))
 
 
 def make_model(cfg: TrainConfig, channels: int, rngs: nnx.Rngs) -> VAE:
