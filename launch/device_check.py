@@ -64,8 +64,6 @@ def _run(argv: list[str], out: Path, limit: float, env: dict | None = None,
         except subprocess.TimeoutExpired:
             rc = 124
         log.write(f"# rc {rc} after {time.perf_counter() - t0:.1f} s\n")
-    print(f"[device_check] {argv[2] if len(argv) > 2 else argv[0]}: rc {rc} in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
     return rc
 
 
@@ -250,7 +248,11 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for name in argv[1:] or DEFAULT:
-        SECTIONS[name](out)
+        t = time.perf_counter()
+        rc = SECTIONS[name](out)
+        if not DRY["run"]:
+            print(f"[device_check] {name}: rc {rc} in {time.perf_counter() - t:.0f} s",
+                  flush=True)
     if DRY["run"]:
         return 0
     summary(out)

@@ -213,7 +213,7 @@ def train_scale(seeds: tuple[int, ...] | None = None,
     seeds = seeds or ((1, 3, 12, 24) if accel else (1,))
     dtypes = dtypes or (("float32", "bfloat16") if accel else ("float32",))
     group = study_group() if accel else ("l1",)
-    one = measure(scan_steps=SCAN_STEPS, min_time=min_time)
+    one = measure(scan_steps=SCAN_STEPS)  # train_hybrid's scanned row: timed once per process
     for dtype in dtypes:
         for s in seeds:
             row = measure(seeds=s, group=group, scan_steps=SCAN_STEPS, compute_dtype=dtype,
