@@ -1,7 +1,9 @@
 """``train_hybrid``: training throughput of the VAE-SAE hybrid, beside its peer and floors;
 ``train_scale``: the same against the runs in one program and the compute dtype;
 ``eval_hybrid``: the end-of-epoch evaluation's share of an epoch; ``conv_im2col``: the
-small-input convolutions' im2col form beside XLA's convolution, in one train step.
+small-input convolutions' im2col form beside XLA's convolution, in one train step;
+``conv_kernel_grad``: the convs' kernel gradients from channel-major copies beside
+row-major ones, in one train step.
 
 One row per setting: the whole jitted step (draw factors, render dSprites on the device,
 forward, backward, Adam, firing counts) at batch 64, k = 50. Beside each figure, the floor
@@ -251,20 +253,18 @@ def eval_hybrid():
                                         / (device_s + metrics_s + epoch_s), 4)}
 
 
-def conv_im2col(rounds: int = 6, seconds: float = 1.5):
-    """The train step (one seed, ``SCAN_STEPS`` per dispatch) with its small-input convs as
-    window matrix times kernel (:data:`sparsejax.models.conv.IM2COL_MAX`: the encoder's
-    first layer, the decoder's last input gradient) beside the same step with every such
-    conv left to XLA's convolution (``IM2COL_MAX = 0``), the peer. Both programs live in
-    one process and are timed in alternating rounds, so a load that comes and goes on a
-    shared machine falls on both; the medians of the rounds are reported."""
+def _alternating_steps(variants: dict, rounds: int, seconds: float) -> dict[str, float]:
+    """Median images/s of the train step (one seed, ``SCAN_STEPS`` per dispatch) under each
+    of ``variants`` (name -> attributes of :mod:`sparsejax.models.conv`, patched while the
+    step is traced). All programs live in one process and are timed in alternating rounds,
+    so a load that comes and goes on a shared machine falls on each."""
     cfg = preset("paper", dataset="dsprites", num_seeds=1, batch_size=BATCH)
     ds = get_dataset("dsprites", "procedural")
     mesh = make_mesh()
     k = jnp.full((SCAN_STEPS,), K, jnp.int32)
     progs = {}
-    for name, limit in (("im2col", conv.IM2COL_MAX), ("xla_conv", 0)):
-        with mock.patch.object(conv, "IM2COL_MAX", limit):  # read when the step is traced
+    for name, attrs in variants.items():
+        with mock.patch.multiple(conv, **attrs):
             step = make_train_step(cfg, model_graphdef(cfg, 1), ds, mesh,
                                    scan_steps=SCAN_STEPS)
             state = init_state(cfg, 1, replicated(mesh))
@@ -280,12 +280,36 @@ def conv_im2col(rounds: int = 6, seconds: float = 1.5):
                 steps += SCAN_STEPS
             rates[name].append(steps * BATCH / (time.perf_counter() - t0))
             prog[1] = state
-    ours, peer = (statistics.median(rates[n]) for n in ("im2col", "xla_conv"))
-    yield {"dataset": "dsprites", "batch": BATCH, "k": K, "scan_steps": SCAN_STEPS,
-           "im2col_max": conv.IM2COL_MAX, "rounds": rounds,
-           "images_per_s": round(ours, 1), "peer": "the same step, XLA convolutions",
-           "peer_images_per_s": round(peer, 1), "vs_peer": round(ours / peer, 3)}
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def _ab_row(ours: float, peer: float, peer_name: str, rounds: int, **setting) -> dict:
+    return {"dataset": "dsprites", "batch": BATCH, "k": K, "scan_steps": SCAN_STEPS,
+            **setting, "rounds": rounds, "images_per_s": round(ours, 1), "peer": peer_name,
+            "peer_images_per_s": round(peer, 1), "vs_peer": round(ours / peer, 3)}
+
+
+def conv_im2col(rounds: int = 6, seconds: float = 1.5):
+    """The train step with its small-input convs as window matrix times kernel
+    (:data:`sparsejax.models.conv.IM2COL_MAX`: the encoder's first layer, the decoder's
+    last input gradient) beside the same step with every such conv left to XLA's
+    convolution (``IM2COL_MAX = 0``), the peer; alternating rounds, medians."""
+    r = _alternating_steps({"ours": {"IM2COL_MAX": conv.IM2COL_MAX},
+                            "peer": {"IM2COL_MAX": 0}}, rounds, seconds)
+    yield _ab_row(r["ours"], r["peer"], "the same step, XLA convolutions", rounds,
+                  im2col_max=conv.IM2COL_MAX)
+
+
+def conv_kernel_grad(rounds: int = 6, seconds: float = 1.5):
+    """The train step with its convs' kernel gradients as ``[A*A*C, M] @ [M, D]`` matmuls of
+    channel-major shifted copies (:data:`sparsejax.models.conv.KERNEL_GRAD_CHANNEL_MAJOR`)
+    beside the same step with the copies row-major and the matmul ``x^T y`` over two
+    ``[M, .]`` operands, the peer; alternating rounds, medians."""
+    r = _alternating_steps({"ours": {"KERNEL_GRAD_CHANNEL_MAJOR": True},
+                            "peer": {"KERNEL_GRAD_CHANNEL_MAJOR": False}}, rounds, seconds)
+    yield _ab_row(r["ours"], r["peer"], "the same step, row-major kernel-gradient copies",
+                  rounds)
 
 
 CASES = {"train_hybrid": train_hybrid, "train_scale": train_scale, "eval_hybrid": eval_hybrid,
-         "conv_im2col": conv_im2col}
+         "conv_im2col": conv_im2col, "conv_kernel_grad": conv_kernel_grad}

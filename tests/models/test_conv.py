@@ -138,9 +138,12 @@ def test_phase_starts_of_kernel_4():
     assert conv._phase_starts(taps, 2) == [0, 1]
 
 
-def test_kernel_grad_matmul_equals_autodiff_both_sides(rng):
+@pytest.mark.parametrize("channel_major", [True, False])
+def test_kernel_grad_matmul_equals_autodiff_both_sides(rng, channel_major, monkeypatch):
     """Both copies of :func:`_valid_conv_kernel_grad` (input windows when C <= D, shifted
-    dy otherwise) equal the autodiff gradient of the stride-1 conv."""
+    dy otherwise), in both layouts of the copies, equal the autodiff gradient of the
+    stride-1 conv and a numpy loop over the taps."""
+    monkeypatch.setattr(conv, "KERNEL_GRAD_CHANNEL_MAJOR", channel_major)
     cases = []
     for c, d in ((3, 8), (8, 3)):
         cases.append(tuple(rng.normal(size=s).astype(np.float32)
@@ -152,8 +155,11 @@ def test_kernel_grad_matmul_equals_autodiff_both_sides(rng):
                  jax.vjp(lambda k: conv._valid_conv(u, k), kk)[1](dy)[0])
                 for u, kk, dy in cases]
 
-    for got, want in run(cases):
+    for (got, want), (u, _, dy) in zip(run(cases), cases):
+        loops = np.stack([np.stack([np.einsum("bijc,bijd->cd", u[:, p:p + 6, q:q + 5], dy)
+                                    for q in range(2)]) for p in range(2)])
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, loops, rtol=1e-5, atol=1e-5)
 
 
 def test_resolve_conv_impl():
