@@ -132,18 +132,16 @@ def _tn(x_MxP, y_MxQ):
 KERNEL_GRAD_CHANNEL_MAJOR = True
 
 
-def _shifted_copies(x_BxHxWxC, a: int, pads, channel_major: bool):
-    """The A*A shifted copies of ``x`` (``pads[p, q]``: the ``(rows, cols)`` slice or pad that
-    makes copy ``(p, q)``), flattened to ``[A*A*C, M]`` (channel-major) or ``[M, A*A*C]``."""
+def _shifted_copies(x_BxHxWxC, a: int, shift, channel_major: bool):
+    """The A*A shifted copies of ``x`` (``shift(x_CxBxHxW, p, q)``: the slice or pad of the
+    spatial axes that makes copy ``(p, q)``), flattened to ``[A*A*C, M]`` (channel-major) or
+    ``[M, A*A*C]`` (row-major)."""
     c = x_BxHxWxC.shape[-1]
+    x_CxBxHxW = x_BxHxWxC.transpose(3, 0, 1, 2)
+    copies = [shift(x_CxBxHxW, p, q) for p in range(a) for q in range(a)]
     if channel_major:
-        x_CxBxHxW = x_BxHxWxC.transpose(3, 0, 1, 2)
-        st = jnp.stack([pads(x_CxBxHxW, p, q) for p in range(a) for q in range(a)])
-        return st.reshape(a * a * c, -1)
-    x = x_BxHxWxC.transpose(3, 0, 1, 2)  # the same frames, taken row-major below
-    st = jnp.stack([pads(x, p, q).transpose(1, 2, 3, 0) for p in range(a) for q in range(a)],
-                   -2)
-    return st.reshape(-1, a * a * c)
+        return jnp.stack(copies).reshape(a * a * c, -1)
+    return jnp.stack([y.transpose(1, 2, 3, 0) for y in copies], -2).reshape(-1, a * a * c)
 
 
 def _valid_conv_kernel_grad(u_BxHxWxC, dy_BxGxVxD, a: int):
