@@ -264,7 +264,6 @@ def _run_locked(cfg: StudyConfig, preset: str, out: Path, *, resume: bool, progr
     import jax
 
     from sparsejax import ops
-    from sparsejax.models import sae
     from sparsejax.train import sae as sae_train
     from sparsejax.train.mesh import device_label
 
