@@ -261,14 +261,11 @@ def _alternating_steps(variants: dict, rounds: int, seconds: float) -> dict[str,
     cfg = preset("paper", dataset="dsprites", num_seeds=1, batch_size=BATCH)
     ds = get_dataset("dsprites", "procedural")
     mesh = make_mesh()
-    k = jnp.full((SCAN_STEPS,), K, jnp.int32)
     progs = {}
     for name, attrs in variants.items():
         with mock.patch.multiple(conv, **attrs):
-            step = make_train_step(cfg, model_graphdef(cfg, 1), ds, mesh,
-                                   scan_steps=SCAN_STEPS)
-            state = init_state(cfg, 1, replicated(mesh))
-            progs[name] = [step.lower(state, k).compile(), state]
+            compiled, state, k = compile_step(cfg, ds, mesh, SCAN_STEPS)
+            progs[name] = [compiled, state]
     rates = {name: [] for name in progs}
     for _ in range(rounds):
         for name, prog in progs.items():
@@ -284,6 +281,7 @@ def _alternating_steps(variants: dict, rounds: int, seconds: float) -> dict[str,
 
 
 def _ab_row(ours: float, peer: float, peer_name: str, rounds: int, **setting) -> dict:
+    """The bench row of an :func:`_alternating_steps` pair: ours beside its peer."""
     return {"dataset": "dsprites", "batch": BATCH, "k": K, "scan_steps": SCAN_STEPS,
             **setting, "rounds": rounds, "images_per_s": round(ours, 1), "peer": peer_name,
             "peer_images_per_s": round(peer, 1), "vs_peer": round(ours / peer, 3)}
